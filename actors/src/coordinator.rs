@@ -1,0 +1,395 @@
+//! The coordinator: runs client operations against a key's replicas.
+//!
+//! Any node accepts any request (Dynamo §4.5). If this node is not on the
+//! key's preference list it forwards the request to one that is; otherwise
+//! it coordinates: a write is first applied to the local replica, which
+//! mints the new version's dot, and the resulting object is then sent to the
+//! other N−1 replicas in parallel; the client is answered after W of them
+//! (this one included) stored it, and the rest finish in the background. A
+//! read asks all N, answers after R, then keeps listening briefly and
+//! repairs any replica that was stale (read repair, Dynamo §5).
+//!
+//! The actor owns only a snapshot of the cluster (refreshed by the
+//! gossiper); each request runs as its own future, so one slow replica
+//! never holds up other requests.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use dynamo_core::membership::{ClusterState, MemberState};
+use dynamo_core::quorum::{Outcome, Tally};
+use dynamo_core::ring::partition_of;
+use dynamo_core::wire::{ClientOp, ClientReply, OpError, OpKind, PeerRequest, PeerResponse};
+use dynamo_core::{Actor as ClockActor, NodeId, Object, Value, VersionVector};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::replica::Replica;
+use crate::stats::NodeStats;
+use crate::transport::Transport;
+
+/// Longest a read keeps listening for late replicas after answering, to
+/// repair them.
+const READ_REPAIR_WAIT: Duration = Duration::from_millis(1000);
+
+/// Run a client operation.
+#[derive(Message)]
+#[rtype(result = "Result<ClientReply, OpError>")]
+pub struct Coordinate {
+    /// The operation.
+    pub op: ClientOp,
+    /// Whether this node may forward it (false once it has been forwarded,
+    /// so differing ring views cannot bounce a request around).
+    pub may_forward: bool,
+}
+
+/// The gossiper's news: a new cluster view.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClusterChanged(pub Arc<ClusterState>);
+
+/// Quorum defaults and timing, from config.
+#[derive(Clone, Copy, Debug)]
+pub struct Quorums {
+    /// Replicas per key.
+    pub n: usize,
+    /// Default read quorum.
+    pub r: usize,
+    /// Default write quorum.
+    pub w: usize,
+    /// How long to wait for a quorum.
+    pub timeout: Duration,
+}
+
+/// What every request of this node shares.
+struct Shared {
+    me: NodeId,
+    actor: ClockActor,
+    quorums: Quorums,
+    transport: Rc<dyn Transport>,
+    replica: Replica,
+    stats: Arc<NodeStats>,
+}
+
+/// The coordinator actor.
+pub struct Coordinator {
+    shared: Rc<Shared>,
+    cluster: Arc<ClusterState>,
+}
+
+impl Coordinator {
+    /// A coordinator for node `me`, minting dots as `actor`.
+    pub fn new(
+        me: NodeId,
+        actor: ClockActor,
+        quorums: Quorums,
+        cluster: Arc<ClusterState>,
+        transport: Rc<dyn Transport>,
+        replica: Replica,
+        stats: Arc<NodeStats>,
+    ) -> Self {
+        Coordinator {
+            shared: Rc::new(Shared {
+                me,
+                actor,
+                quorums,
+                transport,
+                replica,
+                stats,
+            }),
+            cluster,
+        }
+    }
+}
+
+impl Actor for Coordinator {
+    type Context = Context<Self>;
+}
+
+impl Handler<ClusterChanged> for Coordinator {
+    type Result = ();
+    fn handle(&mut self, msg: ClusterChanged, _: &mut Self::Context) {
+        self.cluster = msg.0;
+    }
+}
+
+impl Handler<Coordinate> for Coordinator {
+    type Result = ResponseFuture<Result<ClientReply, OpError>>;
+    fn handle(&mut self, msg: Coordinate, _: &mut Self::Context) -> Self::Result {
+        Box::pin(coordinate(
+            self.shared.clone(),
+            self.cluster.clone(),
+            msg.op,
+            msg.may_forward,
+        ))
+    }
+}
+
+/// A replica to contact: its id and peer address.
+#[derive(Clone, Debug)]
+struct Target {
+    node: NodeId,
+    addr: String,
+}
+
+/// The key's preference list, resolved to addresses.
+fn targets(cluster: &ClusterState, key: &[u8], n: usize) -> Vec<Target> {
+    let partition = partition_of(key, cluster.ring.partitions());
+    // Until failure detection exists every non-removed member counts as live.
+    let live = |node: &str| cluster.member(node).is_some_and(|m| m.state != MemberState::Removed);
+    cluster
+        .ring
+        .preference_list(partition, n, live)
+        .into_iter()
+        .filter_map(|entry| {
+            let member = cluster.member(&entry.node)?;
+            Some(Target {
+                node: entry.node,
+                addr: member.peer_addr.clone(),
+            })
+        })
+        .collect()
+}
+
+async fn coordinate(
+    shared: Rc<Shared>,
+    cluster: Arc<ClusterState>,
+    op: ClientOp,
+    may_forward: bool,
+) -> Result<ClientReply, OpError> {
+    let q = shared.quorums;
+    let needed = match op.kind {
+        OpKind::Get => op.quorum.unwrap_or(q.r),
+        _ => op.quorum.unwrap_or(q.w),
+    };
+    if needed == 0 || needed > q.n {
+        return Err(OpError::BadRequest(format!(
+            "quorum {needed} is not between 1 and n = {}",
+            q.n
+        )));
+    }
+    let targets = targets(&cluster, &op.key, q.n);
+    let local = targets.iter().any(|t| t.node == shared.me);
+    if !local && may_forward && !targets.is_empty() {
+        return forward(&shared, targets, op, needed).await;
+    }
+    if targets.len() < needed {
+        // Honest: never pretend a smaller cluster is N replicas.
+        return Err(unavailable(&shared, needed, 0, targets.len()));
+    }
+    match op.kind {
+        OpKind::Get => read(shared, targets, op.key, needed).await,
+        OpKind::Put { value, context } => write(&shared, targets, op.key, value, context, needed).await,
+        OpKind::Delete { context } => write(&shared, targets, op.key, Value::tombstone(), context, needed).await,
+    }
+}
+
+fn unavailable(shared: &Shared, needed: usize, ok: usize, tried: usize) -> OpError {
+    OpError::Unavailable {
+        needed,
+        ok,
+        tried,
+        coordinator: shared.me.clone(),
+    }
+}
+
+/// Hand the operation to the first replica that answers.
+async fn forward(shared: &Shared, targets: Vec<Target>, op: ClientOp, needed: usize) -> Result<ClientReply, OpError> {
+    NodeStats::bump(&shared.stats.forwarded);
+    let deadline = Instant::now() + shared.quorums.timeout;
+    let tried = targets.len();
+    for target in targets {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let call = shared
+            .transport
+            .call(&target.addr, PeerRequest::Coordinate(op.clone()), left);
+        match call.await {
+            Ok(PeerResponse::Coordinated(result)) => return result,
+            Ok(other) => log::warn!("{} answered a forwarded request with {other:?}", target.node),
+            Err(e) => {
+                NodeStats::bump(&shared.stats.peer_failures);
+                log::debug!("forwarding to {} failed: {e}", target.node);
+            }
+        }
+    }
+    Err(unavailable(shared, needed, 0, tried))
+}
+
+/// Wait for answers on `rx` until the tally is decided or the deadline
+/// passes. Returns the final outcome.
+async fn collect<T>(
+    tally: &mut Tally,
+    rx: &mut mpsc::Receiver<(usize, Option<T>)>,
+    deadline: Instant,
+    mut on_answer: impl FnMut(usize, T),
+) -> Outcome {
+    while tally.outcome() == Outcome::Pending {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((i, answer))) => {
+                let ok = answer.is_some();
+                if let Some(a) = answer {
+                    on_answer(i, a);
+                }
+                tally.record(ok);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    match tally.outcome() {
+        Outcome::Pending => Outcome::Failed,
+        decided => decided,
+    }
+}
+
+async fn write(
+    shared: &Rc<Shared>,
+    targets: Vec<Target>,
+    key: Vec<u8>,
+    value: Value,
+    context: VersionVector,
+    needed: usize,
+) -> Result<ClientReply, OpError> {
+    let deadline = Instant::now() + shared.quorums.timeout;
+    // The local replica mints the dot from its own history of this key, so
+    // counters never repeat; then the whole object goes to the others.
+    let (object, clock) = shared
+        .replica
+        .update(key.clone(), context, shared.actor.clone(), value)
+        .await
+        .map_err(|e| OpError::Internal(e.to_string()))?;
+    let mut tally = Tally::new(needed, targets.len());
+    let (tx, mut rx) = mpsc::channel(targets.len().max(1));
+    for (i, target) in targets.iter().enumerate() {
+        if target.node == shared.me {
+            tally.record(true);
+            continue;
+        }
+        let call = shared.transport.call(
+            &target.addr,
+            PeerRequest::Replicate {
+                key: key.clone(),
+                object: object.clone(),
+            },
+            shared.quorums.timeout,
+        );
+        let tx = tx.clone();
+        let stats = shared.stats.clone();
+        // Spawned, not awaited: replicas beyond W finish in the background.
+        tokio::task::spawn_local(async move {
+            let stored = matches!(call.await, Ok(PeerResponse::Stored));
+            if !stored {
+                NodeStats::bump(&stats.peer_failures);
+            }
+            let _ = tx.send((i, stored.then_some(()))).await;
+        });
+    }
+    drop(tx);
+    match collect(&mut tally, &mut rx, deadline, |_, ()| {}).await {
+        Outcome::Reached => Ok(ClientReply::Written {
+            context: clock,
+            replicas: tally.ok(),
+            coordinator: shared.me.clone(),
+        }),
+        _ => Err(unavailable(shared, needed, tally.ok(), tally.asked())),
+    }
+}
+
+async fn read(shared: Rc<Shared>, targets: Vec<Target>, key: Vec<u8>, needed: usize) -> Result<ClientReply, OpError> {
+    let deadline = Instant::now() + shared.quorums.timeout;
+    let mut tally = Tally::new(needed, targets.len());
+    let (tx, mut rx) = mpsc::channel(targets.len().max(1));
+    for (i, target) in targets.iter().enumerate() {
+        let tx = tx.clone();
+        if target.node == shared.me {
+            let replica = shared.replica.clone();
+            let key = key.clone();
+            tokio::task::spawn_local(async move {
+                let answer = replica.get(key).await.ok().map(Option::unwrap_or_default);
+                let _ = tx.send((i, answer)).await;
+            });
+        } else {
+            let call = shared.transport.call(
+                &target.addr,
+                PeerRequest::Fetch { key: key.clone() },
+                shared.quorums.timeout,
+            );
+            let stats = shared.stats.clone();
+            tokio::task::spawn_local(async move {
+                let answer = match call.await {
+                    Ok(PeerResponse::Fetched(object)) => Some(object.unwrap_or_default()),
+                    _ => {
+                        NodeStats::bump(&stats.peer_failures);
+                        None
+                    }
+                };
+                let _ = tx.send((i, answer)).await;
+            });
+        }
+    }
+    drop(tx);
+    let mut answers: Vec<Option<Object>> = vec![None; targets.len()];
+    let outcome = collect(&mut tally, &mut rx, deadline, |i, object| answers[i] = Some(object)).await;
+    if outcome != Outcome::Reached {
+        return Err(unavailable(&shared, needed, tally.ok(), tally.asked()));
+    }
+    let merged = answers
+        .iter()
+        .flatten()
+        .fold(Object::empty(), |acc, object| acc.sync(object));
+    let replicas = tally.ok();
+    tokio::task::spawn_local(read_repair(shared.clone(), targets, key, answers, rx));
+    Ok(ClientReply::Read {
+        object: merged,
+        replicas,
+        coordinator: shared.me.clone(),
+    })
+}
+
+/// After answering a read: wait briefly for the remaining replicas, then
+/// send the reconciled object to every replica whose copy differed.
+async fn read_repair(
+    shared: Rc<Shared>,
+    targets: Vec<Target>,
+    key: Vec<u8>,
+    mut answers: Vec<Option<Object>>,
+    mut rx: mpsc::Receiver<(usize, Option<Object>)>,
+) {
+    let wait = READ_REPAIR_WAIT.min(shared.quorums.timeout);
+    let deadline = Instant::now() + wait;
+    while let Ok(Some((i, answer))) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        answers[i] = answer;
+    }
+    let merged = answers
+        .iter()
+        .flatten()
+        .fold(Object::empty(), |acc, object| acc.sync(object));
+    if merged.is_empty() {
+        return;
+    }
+    for (target, answer) in targets.iter().zip(&answers) {
+        let Some(seen) = answer else { continue };
+        if *seen == merged {
+            continue;
+        }
+        NodeStats::bump(&shared.stats.read_repairs);
+        if target.node == shared.me {
+            if let Err(e) = shared.replica.merge(key.clone(), merged.clone()).await {
+                log::warn!("read repair of the local replica failed: {e}");
+            }
+        } else {
+            let request = PeerRequest::Replicate {
+                key: key.clone(),
+                object: merged.clone(),
+            };
+            let _ = shared
+                .transport
+                .call(&target.addr, request, shared.quorums.timeout)
+                .await;
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The gossiper: spreads membership and the ring.
+//!
+//! Every `gossip_interval_ms` the node bumps its own heartbeat version and
+//! exchanges its whole [`ClusterState`] with one random member (push-pull,
+//! so views converge in O(log n) rounds), and with any seed that is not yet
+//! a member — that is how nodes started with each other as seeds form one
+//! cluster. Merging is the core's pure [`ClusterState::merge`]; the claimant
+//! rebalances the ring when the active members change. Whenever the cluster's
+//! shape changes, the new view is persisted (so a restarted node comes back
+//! with its membership and ring) and pushed to subscribers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use dynamo_core::membership::ClusterState;
+use dynamo_core::wire::{PeerRequest, PeerResponse};
+use dynamo_core::NodeId;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use crate::coordinator::ClusterChanged;
+use crate::replica::Replica;
+use crate::transport::Transport;
+
+/// Metadata name under which the cluster state is persisted.
+pub const CLUSTER_META: &str = "cluster";
+
+/// A peer's gossip: merge it and answer with ours.
+#[derive(Message)]
+#[rtype(result = "ClusterState")]
+pub struct GossipSyn(pub ClusterState);
+
+/// Ask for the current view (for `/status`).
+#[derive(Message)]
+#[rtype(result = "ClusterView")]
+pub struct GetView;
+
+/// Register for [`ClusterChanged`] news.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<ClusterChanged>);
+
+/// The gossiper's view, for dashboards.
+#[derive(Clone, Debug)]
+pub struct ClusterView {
+    /// Members and ring.
+    pub state: Arc<ClusterState>,
+    /// Milliseconds since each member's heartbeat last advanced here.
+    pub last_seen_ms: BTreeMap<NodeId, u64>,
+}
+
+/// The gossiper actor.
+pub struct Gossiper {
+    me: NodeId,
+    n: usize,
+    state: ClusterState,
+    seeds: Vec<String>,
+    interval: Duration,
+    transport: Rc<dyn Transport>,
+    replica: Replica,
+    rng: StdRng,
+    last_seen: HashMap<NodeId, Instant>,
+    subscribers: Vec<Recipient<ClusterChanged>>,
+}
+
+impl Gossiper {
+    /// A gossiper for node `me` starting from `state`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        me: NodeId,
+        n: usize,
+        state: ClusterState,
+        seeds: Vec<String>,
+        interval: Duration,
+        transport: Rc<dyn Transport>,
+        replica: Replica,
+        rng: StdRng,
+    ) -> Self {
+        Gossiper {
+            me,
+            n,
+            state,
+            seeds,
+            interval,
+            transport,
+            replica,
+            rng,
+            last_seen: HashMap::new(),
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// What a change must touch to be worth persisting and announcing:
+    /// heartbeats alone are not.
+    fn shape(state: &ClusterState) -> Vec<u8> {
+        let members: Vec<_> = state
+            .members
+            .values()
+            .map(|m| (&m.node_id, m.generation, m.state, &m.peer_addr, &m.http_addr, m.weight))
+            .collect();
+        postcard::to_allocvec(&(state.ring.version, state.ring.owners(), members)).unwrap_or_default()
+    }
+
+    /// Merge a view and react to what changed.
+    fn absorb(&mut self, other: &ClusterState) {
+        let before = Self::shape(&self.state);
+        let now = Instant::now();
+        for (id, theirs) in &other.members {
+            let newer = self
+                .state
+                .member(id)
+                .is_none_or(|ours| (theirs.generation, theirs.version) > (ours.generation, ours.version));
+            if newer {
+                self.last_seen.insert(id.clone(), now);
+            }
+        }
+        self.state.merge(other);
+        self.state.claim(&self.me, self.n);
+        if Self::shape(&self.state) != before {
+            self.announce();
+        }
+    }
+
+    fn announce(&mut self) {
+        log::info!(
+            "cluster view changed: {} members, ring version {}",
+            self.state.members.len(),
+            self.state.ring.version
+        );
+        let snapshot = Arc::new(self.state.clone());
+        for s in &self.subscribers {
+            s.do_send(ClusterChanged(snapshot.clone()));
+        }
+        if let Ok(bytes) = postcard::to_allocvec(&self.state) {
+            let replica = self.replica.clone();
+            actix::spawn(async move {
+                if let Err(e) = replica.put_meta(CLUSTER_META, bytes).await {
+                    log::error!("persisting the cluster state failed: {e}");
+                }
+            });
+        }
+    }
+
+    /// One gossip round.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if let Some(me) = self.state.members.get_mut(&self.me) {
+            me.version += 1;
+        }
+        let mut targets: Vec<String> = Vec::new();
+        let others: Vec<String> = self
+            .state
+            .members
+            .values()
+            .filter(|m| m.node_id != self.me && m.state != dynamo_core::membership::MemberState::Removed)
+            .map(|m| m.peer_addr.clone())
+            .collect();
+        if let Some(peer) = others.choose(&mut self.rng) {
+            targets.push(peer.clone());
+        }
+        for seed in &self.seeds {
+            if !others.contains(seed) && !targets.contains(seed) {
+                targets.push(seed.clone());
+            }
+        }
+        for peer in targets {
+            let call = self.transport.call(
+                &peer,
+                PeerRequest::Gossip(self.state.clone()),
+                self.interval.max(Duration::from_millis(500)),
+            );
+            ctx.spawn(call.into_actor(self).map(|answer, act, _| match answer {
+                Ok(PeerResponse::Gossip(state)) => act.absorb(&state),
+                Ok(other) => log::debug!("unexpected gossip answer: {other:?}"),
+                Err(e) => log::debug!("gossip round failed: {e}"),
+            }));
+        }
+    }
+}
+
+impl Actor for Gossiper {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.last_seen.insert(self.me.clone(), Instant::now());
+        self.state.claim(&self.me, self.n);
+        self.tick(ctx);
+        ctx.run_interval(self.interval, |act, ctx| act.tick(ctx));
+    }
+}
+
+impl Handler<GossipSyn> for Gossiper {
+    type Result = MessageResult<GossipSyn>;
+    fn handle(&mut self, msg: GossipSyn, _: &mut Self::Context) -> Self::Result {
+        self.absorb(&msg.0);
+        MessageResult(self.state.clone())
+    }
+}
+
+impl Handler<GetView> for Gossiper {
+    type Result = MessageResult<GetView>;
+    fn handle(&mut self, _: GetView, _: &mut Self::Context) -> Self::Result {
+        let now = Instant::now();
+        let last_seen_ms = self
+            .state
+            .members
+            .keys()
+            .map(|id| {
+                let ms = if *id == self.me {
+                    0
+                } else {
+                    self.last_seen
+                        .get(id)
+                        .map(|t| now.duration_since(*t).as_millis() as u64)
+                        .unwrap_or(u64::MAX)
+                };
+                (id.clone(), ms)
+            })
+            .collect();
+        MessageResult(ClusterView {
+            state: Arc::new(self.state.clone()),
+            last_seen_ms,
+        })
+    }
+}
+
+impl Handler<Subscribe> for Gossiper {
+    type Result = ();
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
+        msg.0.do_send(ClusterChanged(Arc::new(self.state.clone())));
+        self.subscribers.push(msg.0);
+    }
+}

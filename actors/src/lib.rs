@@ -1,0 +1,19 @@
+//! dynamo's actors: the processes around the pure core.
+//!
+//! One actor per long-lived role: the [`replica`] store (RocksDB shards on
+//! their own threads), the [`coordinator`] that runs client operations
+//! against a key's replicas, and the [`gossiper`] that spreads membership.
+//! The [`transport`] carries typed messages between nodes and can be faulted
+//! in tests; [`node`] wires one process together.
+
+#![warn(missing_docs)]
+
+pub mod coordinator;
+pub mod gossiper;
+pub mod node;
+pub mod replica;
+pub mod rocks;
+pub mod stats;
+pub mod transport;
+
+pub use node::{Node, NodeError, NodeOptions};

@@ -1,0 +1,340 @@
+//! A node: the actors of one dynamo process, wired together.
+//!
+//! Start-up opens the store, establishes the node's identity (its id, the
+//! epoch of this store incarnation, and a generation bumped at every
+//! restart), restores the persisted cluster view, starts the replica shards,
+//! the coordinator and the gossiper, and serves peers. The HTTP front door
+//! (another crate) talks to the returned [`Node`].
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use dynamo_core::context::ContextCodec;
+use dynamo_core::membership::{ClusterState, Member, MemberState};
+use dynamo_core::storage::{Store, StoreError};
+use dynamo_core::wire::{PeerRequest, PeerResponse};
+use dynamo_core::{Actor as ClockActor, Config, NodeId};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::coordinator::{Coordinate, Coordinator, Quorums};
+use crate::gossiper::{GossipSyn, Gossiper, Subscribe, CLUSTER_META};
+use crate::replica::Replica;
+use crate::rocks::RocksStore;
+use crate::stats::NodeStats;
+use crate::transport::{serve_peers, PeerHandler, TcpTransport, Transport};
+
+/// Metadata name of the node's identity record.
+const IDENTITY_META: &str = "identity";
+/// Replica shard threads: enough concurrent writers for RocksDB to group
+/// WAL writes (and fsyncs, which block a thread each while they run).
+const SHARDS: usize = 8;
+const SHARDS_SYNC: usize = 32;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data dir cannot be used.
+    #[error("data dir {dir}: {source}")]
+    Store {
+        /// The dir.
+        dir: String,
+        /// Why.
+        source: StoreError,
+    },
+    /// The data dir belongs to another node.
+    #[error("data dir {dir} belongs to node {found:?}, not {configured:?}")]
+    WrongNode {
+        /// The dir.
+        dir: String,
+        /// The id stored there.
+        found: String,
+        /// The configured id.
+        configured: String,
+    },
+    /// The peer address cannot be bound.
+    #[error("cannot listen on peer_addr {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Stored metadata is corrupt.
+    #[error("data dir {dir}: corrupt {what}")]
+    Corrupt {
+        /// The dir.
+        dir: String,
+        /// Which record.
+        what: &'static str,
+    },
+}
+
+/// Who this store is: persisted so a restart comes back as itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Identity {
+    node_id: NodeId,
+    /// Drawn once per store incarnation: a wiped data dir gets a new one.
+    epoch: u64,
+    /// Bumped at every start.
+    generation: u64,
+}
+
+/// Injectable pieces of a node (tests replace them).
+pub struct NodeOptions {
+    /// The node-to-node transport; `None` for TCP.
+    pub transport: Option<Rc<dyn Transport>>,
+    /// Seed for the node's randomness (gossip peer choice, epoch).
+    pub seed: Option<u64>,
+    /// An already-bound peer listener (tests bind port 0).
+    pub peer_listener: Option<std::net::TcpListener>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            transport: None,
+            seed: None,
+            peer_listener: None,
+        }
+    }
+}
+
+/// A running node.
+#[derive(Clone)]
+pub struct Node {
+    /// Its configuration.
+    pub config: Arc<Config>,
+    /// Its clock identity.
+    pub actor: ClockActor,
+    /// The coordinator.
+    pub coordinator: Addr<Coordinator>,
+    /// The gossiper.
+    pub gossiper: Addr<Gossiper>,
+    /// The replica store.
+    pub replica: Replica,
+    /// Counters.
+    pub stats: Arc<NodeStats>,
+    /// Seals and opens client context tokens.
+    pub contexts: ContextCodec,
+    /// The bound peer address.
+    pub peer_addr: SocketAddr,
+    /// When it started.
+    pub started: Instant,
+    store: Arc<RocksStore>,
+}
+
+impl Node {
+    /// Start a node from `config`. Must run inside an actix system.
+    pub async fn start(config: Config, options: NodeOptions) -> Result<Node, NodeError> {
+        let dir = config.data_dir();
+        let dir_name = dir.display().to_string();
+        let store_err = |source| NodeError::Store {
+            dir: dir_name.clone(),
+            source,
+        };
+        let mut rng = match options.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_entropy(),
+        };
+
+        let store = Arc::new(RocksStore::open(&dir, config.sync_writes).map_err(store_err)?);
+        let identity = load_identity(store.as_ref(), &config, &mut rng, &dir_name)?;
+        store
+            .put_meta(IDENTITY_META, &postcard::to_allocvec(&identity).unwrap_or_default())
+            .map_err(store_err)?;
+        let actor = ClockActor::new(identity.node_id.clone(), identity.epoch);
+        let cluster = load_cluster(store.as_ref(), &config, &identity, &dir_name)?;
+
+        let listener = match options.peer_listener {
+            Some(l) => {
+                l.set_nonblocking(true).map_err(|source| NodeError::Bind {
+                    addr: config.peer_addr.clone(),
+                    source,
+                })?;
+                TcpListener::from_std(l)
+            }
+            None => TcpListener::bind(&config.peer_addr).await,
+        }
+        .map_err(|source| NodeError::Bind {
+            addr: config.peer_addr.clone(),
+            source,
+        })?;
+        let peer_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.peer_addr.clone(),
+            source,
+        })?;
+
+        let shards = if config.sync_writes { SHARDS_SYNC } else { SHARDS };
+        let replica = Replica::start(store.clone() as Arc<dyn Store>, shards);
+        let transport: Rc<dyn Transport> = options.transport.unwrap_or_else(|| Rc::new(TcpTransport::new()));
+        let stats = Arc::new(NodeStats::default());
+        let quorums = Quorums {
+            n: config.n,
+            r: config.r,
+            w: config.w,
+            timeout: Duration::from_millis(config.request_timeout_ms),
+        };
+        let coordinator = Coordinator::new(
+            config.node_id.clone(),
+            actor.clone(),
+            quorums,
+            Arc::new(cluster.clone()),
+            transport.clone(),
+            replica.clone(),
+            stats.clone(),
+        )
+        .start();
+        let gossiper = Gossiper::new(
+            config.node_id.clone(),
+            config.n,
+            cluster,
+            config.other_seeds(),
+            Duration::from_millis(config.gossip_interval_ms),
+            transport,
+            replica.clone(),
+            StdRng::seed_from_u64(rng.gen()),
+        )
+        .start();
+        gossiper.do_send(Subscribe(coordinator.clone().recipient()));
+
+        let handler: Rc<dyn PeerHandler> = Rc::new(Dispatcher {
+            replica: replica.clone(),
+            coordinator: coordinator.clone(),
+            gossiper: gossiper.clone(),
+        });
+        actix::spawn(serve_peers(listener, handler));
+        log::info!(
+            "node {} (store epoch {:x}, generation {}) serving peers on {peer_addr}",
+            config.node_id,
+            identity.epoch,
+            identity.generation
+        );
+        Ok(Node {
+            contexts: ContextCodec::new(config.cluster_secret.as_deref()),
+            config: Arc::new(config),
+            actor,
+            coordinator,
+            gossiper,
+            replica,
+            stats,
+            peer_addr,
+            started: Instant::now(),
+            store,
+        })
+    }
+
+    /// Flush the WAL to disk (at shutdown).
+    pub fn flush(&self) {
+        if let Err(e) = self.store.flush() {
+            log::error!("flushing the WAL failed: {e}");
+        }
+    }
+}
+
+fn load_identity(store: &dyn Store, config: &Config, rng: &mut StdRng, dir: &str) -> Result<Identity, NodeError> {
+    let stored = store.get_meta(IDENTITY_META).map_err(|source| NodeError::Store {
+        dir: dir.to_string(),
+        source,
+    })?;
+    match stored {
+        None => Ok(Identity {
+            node_id: config.node_id.clone(),
+            epoch: rng.gen(),
+            generation: 1,
+        }),
+        Some(bytes) => {
+            let mut identity: Identity = postcard::from_bytes(&bytes).map_err(|_| NodeError::Corrupt {
+                dir: dir.to_string(),
+                what: "identity",
+            })?;
+            if identity.node_id != config.node_id {
+                return Err(NodeError::WrongNode {
+                    dir: dir.to_string(),
+                    found: identity.node_id,
+                    configured: config.node_id.clone(),
+                });
+            }
+            identity.generation += 1;
+            Ok(identity)
+        }
+    }
+}
+
+fn load_cluster(store: &dyn Store, config: &Config, identity: &Identity, dir: &str) -> Result<ClusterState, NodeError> {
+    let me = Member {
+        node_id: config.node_id.clone(),
+        peer_addr: config.peer_addr.clone(),
+        http_addr: config.http_addr.clone(),
+        weight: config.weight,
+        generation: identity.generation,
+        version: 1,
+        state: MemberState::Active,
+    };
+    let stored = store.get_meta(CLUSTER_META).map_err(|source| NodeError::Store {
+        dir: dir.to_string(),
+        source,
+    })?;
+    match stored {
+        None => Ok(ClusterState::new(me, config.partitions)),
+        Some(bytes) => {
+            let mut cluster: ClusterState = postcard::from_bytes(&bytes).map_err(|_| NodeError::Corrupt {
+                dir: dir.to_string(),
+                what: "cluster state",
+            })?;
+            if cluster.ring.partitions() != config.partitions {
+                log::warn!(
+                    "partitions = {} is ignored: the cluster was created with {}",
+                    config.partitions,
+                    cluster.ring.partitions()
+                );
+            }
+            cluster.members.insert(me.node_id.clone(), me);
+            Ok(cluster)
+        }
+    }
+}
+
+/// Routes peer requests to the actor that owns them.
+struct Dispatcher {
+    replica: Replica,
+    coordinator: Addr<Coordinator>,
+    gossiper: Addr<Gossiper>,
+}
+
+impl PeerHandler for Dispatcher {
+    fn handle(&self, request: PeerRequest) -> LocalBoxFuture<'static, PeerResponse> {
+        let replica = self.replica.clone();
+        let coordinator = self.coordinator.clone();
+        let gossiper = self.gossiper.clone();
+        async move {
+            let failed = |e: &dyn std::fmt::Display| PeerResponse::Error(e.to_string());
+            match request {
+                PeerRequest::Replicate { key, object } => match replica.merge(key, object).await {
+                    Ok(_) => PeerResponse::Stored,
+                    Err(e) => failed(&e),
+                },
+                PeerRequest::Fetch { key } => match replica.get(key).await {
+                    Ok(object) => PeerResponse::Fetched(object),
+                    Err(e) => failed(&e),
+                },
+                PeerRequest::Coordinate(op) => match coordinator.send(Coordinate { op, may_forward: false }).await {
+                    Ok(result) => PeerResponse::Coordinated(result),
+                    Err(e) => failed(&e),
+                },
+                PeerRequest::Gossip(state) => match gossiper.send(GossipSyn(state)).await {
+                    Ok(state) => PeerResponse::Gossip(state),
+                    Err(e) => failed(&e),
+                },
+            }
+        }
+        .boxed_local()
+    }
+}

@@ -1,0 +1,450 @@
+//! Node-to-node transport: typed calls over persistent TCP connections.
+//!
+//! Every peer gets one connection, opened on first use and reopened after a
+//! failure (with a short back-off during which calls fail fast, so a dead
+//! peer costs nothing). Frames are length-prefixed (bounded by
+//! [`MAX_FRAME_BYTES`]) postcard-encoded [`Frame`]s; each call carries an id,
+//! so many calls share the connection and answers may come back in any
+//! order. Reading and writing run as separate tasks on both sides, so a
+//! full socket in one direction can never stall the other.
+//!
+//! Callers see only the [`Transport`] trait. Tests wrap it in
+//! [`FaultyTransport`] to drop, delay and partition messages between chosen
+//! nodes — the network a Dynamo must survive.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dynamo_core::wire::{Frame, PeerRequest, PeerResponse, MAX_FRAME_BYTES};
+use futures::future::LocalBoxFuture;
+use futures::{FutureExt, SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+/// Calls queued for one peer before callers get `Overloaded`.
+const QUEUE_PER_PEER: usize = 4096;
+/// Calls a connection serves concurrently; more wait (backpressure).
+const IN_FLIGHT_PER_CONNECTION: usize = 1024;
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// After a failed connect, calls fail at once for this long.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Why a call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No answer within the caller's timeout.
+    #[error("peer did not answer in time")]
+    Timeout,
+    /// The peer could not be reached.
+    #[error("peer {0} unreachable")]
+    Unreachable(String),
+    /// The connection closed before the answer came.
+    #[error("connection to peer closed")]
+    Closed,
+    /// Too many calls queued for the peer.
+    #[error("too many calls queued for peer")]
+    Overloaded,
+    /// A frame did not encode or decode.
+    #[error("peer protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Sends requests to peers, by peer address.
+pub trait Transport {
+    /// Call `peer` and wait at most `timeout` for the answer.
+    fn call(
+        &self,
+        peer: &str,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> LocalBoxFuture<'static, Result<PeerResponse, TransportError>>;
+}
+
+/// Serves requests from peers.
+pub trait PeerHandler {
+    /// Answer one request.
+    fn handle(&self, request: PeerRequest) -> LocalBoxFuture<'static, PeerResponse>;
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec()
+}
+
+type Reply = oneshot::Sender<Result<PeerResponse, TransportError>>;
+
+struct Call {
+    request: PeerRequest,
+    reply: Reply,
+}
+
+/// The TCP transport. Lives on one arbiter thread (its connection tasks are
+/// local tasks), like the actors that use it.
+#[derive(Default)]
+pub struct TcpTransport {
+    peers: RefCell<HashMap<String, mpsc::Sender<Call>>>,
+}
+
+impl TcpTransport {
+    /// A transport with no connections yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn sender(&self, peer: &str) -> mpsc::Sender<Call> {
+        let mut peers = self.peers.borrow_mut();
+        if let Some(tx) = peers.get(peer).filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(QUEUE_PER_PEER);
+        tokio::task::spawn_local(run_connection(peer.to_string(), rx));
+        peers.insert(peer.to_string(), tx.clone());
+        tx
+    }
+}
+
+impl Transport for TcpTransport {
+    fn call(
+        &self,
+        peer: &str,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> LocalBoxFuture<'static, Result<PeerResponse, TransportError>> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.sender(peer).try_send(Call { request, reply });
+        async move {
+            match queued {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(TransportError::Overloaded),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(TransportError::Closed),
+            }
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(TransportError::Closed),
+                Err(_) => Err(TransportError::Timeout),
+            }
+        }
+        .boxed_local()
+    }
+}
+
+/// Calls sent on the current connection and not yet answered.
+type Pending = Rc<RefCell<HashMap<u64, Reply>>>;
+
+/// Owns the connection to one peer for the life of the transport.
+async fn run_connection(addr: String, mut calls: mpsc::Receiver<Call>) {
+    let mut down_until: Option<Instant> = None;
+    while let Some(first) = calls.recv().await {
+        if down_until.is_some_and(|t| Instant::now() < t) {
+            let _ = first.reply.send(Err(TransportError::Unreachable(addr.clone())));
+            continue;
+        }
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+            Ok(Ok(stream)) => stream,
+            _ => {
+                down_until = Some(Instant::now() + RECONNECT_BACKOFF);
+                let _ = first.reply.send(Err(TransportError::Unreachable(addr.clone())));
+                continue;
+            }
+        };
+        down_until = None;
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let pending: Pending = Rc::default();
+        let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
+        let reader = tokio::task::spawn_local(read_responses(
+            FramedRead::new(read, codec()),
+            pending.clone(),
+            closed_tx,
+        ));
+        let mut sink = FramedWrite::new(write, codec());
+        let mut next_id: u64 = 0;
+        let mut call = Some(first);
+        'connected: loop {
+            // Write every queued call, then flush once: one syscall for a burst.
+            while let Some(Call { request, reply }) = call.take() {
+                next_id += 1;
+                let frame = Frame::Request {
+                    id: next_id,
+                    body: request,
+                };
+                match frame.encode() {
+                    Ok(bytes) => {
+                        if reply.is_closed() {
+                            // The caller gave up already; do not send.
+                        } else {
+                            pending.borrow_mut().insert(next_id, reply);
+                            if sink.feed(Bytes::from(bytes)).await.is_err() {
+                                break 'connected;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(TransportError::Protocol(e.to_string())));
+                    }
+                }
+                call = calls.try_recv().ok();
+            }
+            if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+                break;
+            }
+            tokio::select! {
+                next = calls.recv() => match next {
+                    Some(c) => call = Some(c),
+                    None => break,
+                },
+                _ = &mut closed_rx => break,
+            }
+            // Forget calls whose callers timed out, so a silent peer cannot
+            // grow the map without bound.
+            if pending.borrow().len() > IN_FLIGHT_PER_CONNECTION * 4 {
+                pending.borrow_mut().retain(|_, reply| !reply.is_closed());
+            }
+        }
+        reader.abort();
+        for (_, reply) in pending.borrow_mut().drain() {
+            let _ = reply.send(Err(TransportError::Closed));
+        }
+    }
+}
+
+async fn read_responses(
+    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
+    pending: Pending,
+    closed: oneshot::Sender<()>,
+) {
+    while let Some(Ok(bytes)) = frames.next().await {
+        match Frame::decode(&bytes) {
+            Ok(Frame::Response { id, body }) => {
+                if let Some(reply) = pending.borrow_mut().remove(&id) {
+                    let _ = reply.send(Ok(body));
+                }
+            }
+            Ok(Frame::Request { .. }) | Err(_) => {
+                log::warn!("peer sent an unexpected or undecodable frame; closing connection");
+                break;
+            }
+        }
+    }
+    let _ = closed.send(());
+}
+
+/// Accept peer connections on `listener` and answer their calls with
+/// `handler`, until the task is dropped.
+pub async fn serve_peers(listener: TcpListener, handler: Rc<dyn PeerHandler>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                log::debug!("peer connection from {remote}");
+                tokio::task::spawn_local(serve_connection(stream, handler.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, do not spin.
+                log::warn!("accepting a peer connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, handler: Rc<dyn PeerHandler>) {
+    let (read, write) = stream.into_split();
+    let mut frames = FramedRead::new(read, codec());
+    // Room for every permitted in-flight answer, so a handler never blocks
+    // on sending its answer while holding a permit.
+    let (answers_tx, mut answers_rx) = mpsc::channel::<Vec<u8>>(IN_FLIGHT_PER_CONNECTION);
+    let writer = tokio::task::spawn_local(async move {
+        let mut sink = FramedWrite::new(write, codec());
+        while let Some(bytes) = answers_rx.recv().await {
+            if sink.feed(Bytes::from(bytes)).await.is_err() {
+                return;
+            }
+            while let Ok(more) = answers_rx.try_recv() {
+                if sink.feed(Bytes::from(more)).await.is_err() {
+                    return;
+                }
+            }
+            if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+                return;
+            }
+        }
+    });
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
+    while let Some(Ok(bytes)) = frames.next().await {
+        let (id, request) = match Frame::decode(&bytes) {
+            Ok(Frame::Request { id, body }) => (id, body),
+            Ok(Frame::Response { .. }) | Err(_) => {
+                log::warn!("peer sent an unexpected or undecodable frame; closing connection");
+                break;
+            }
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let handler = handler.clone();
+        let answers = answers_tx.clone();
+        tokio::task::spawn_local(async move {
+            let body = handler.handle(request).await;
+            let frame = Frame::Response { id, body };
+            let bytes = frame.encode().unwrap_or_else(|e| {
+                Frame::Response {
+                    id,
+                    body: PeerResponse::Error(e.to_string()),
+                }
+                .encode()
+                .unwrap_or_default()
+            });
+            let _ = answers.send(bytes).await;
+            drop(permit);
+        });
+    }
+    drop(answers_tx);
+    // Let answers already computed go out; the writer ends with the channel.
+    let _ = writer.await;
+}
+
+/// Shared fault plan for a set of [`FaultyTransport`]s (tests).
+#[derive(Debug)]
+pub struct Faults {
+    state: Mutex<FaultState>,
+}
+
+#[derive(Debug)]
+struct FaultState {
+    /// (from, to) peer-address pairs whose messages are lost.
+    blocked: HashSet<(String, String)>,
+    /// Extra latency per (from, to).
+    delays: HashMap<(String, String), Duration>,
+    /// Chance that any one message is lost.
+    drop_rate: f64,
+    rng: StdRng,
+}
+
+impl Faults {
+    /// No faults; `seed` drives random drops so a run can be replayed.
+    pub fn new(seed: u64) -> Arc<Faults> {
+        Arc::new(Faults {
+            state: Mutex::new(FaultState {
+                blocked: HashSet::new(),
+                delays: HashMap::new(),
+                drop_rate: 0.0,
+                rng: StdRng::seed_from_u64(seed),
+            }),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut FaultState) -> T) -> T {
+        let mut guard = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    }
+
+    /// Cut every link between a node of `left` and a node of `right`, both ways.
+    pub fn partition(&self, left: &[&str], right: &[&str]) {
+        self.with(|s| {
+            for a in left {
+                for b in right {
+                    s.blocked.insert((a.to_string(), b.to_string()));
+                    s.blocked.insert((b.to_string(), a.to_string()));
+                }
+            }
+        })
+    }
+
+    /// Restore every link and remove delays and random drops.
+    pub fn heal(&self) {
+        self.with(|s| {
+            s.blocked.clear();
+            s.delays.clear();
+            s.drop_rate = 0.0;
+        })
+    }
+
+    /// Delay messages from `from` to `to`.
+    pub fn delay(&self, from: &str, to: &str, by: Duration) {
+        self.with(|s| {
+            s.delays.insert((from.to_string(), to.to_string()), by);
+        })
+    }
+
+    /// Lose each message with probability `rate`.
+    pub fn drop_rate(&self, rate: f64) {
+        self.with(|s| s.drop_rate = rate)
+    }
+
+    /// What happens to one message from `from` to `to`: `None` if lost,
+    /// else the delay to apply.
+    fn fate(&self, from: &str, to: &str) -> Option<Duration> {
+        self.with(|s| {
+            let key = (from.to_string(), to.to_string());
+            let lost = s.blocked.contains(&key) || (s.drop_rate > 0.0 && s.rng.gen_bool(s.drop_rate.min(1.0)));
+            (!lost).then(|| s.delays.get(&key).copied().unwrap_or_default())
+        })
+    }
+}
+
+/// A transport that loses and delays messages according to shared [`Faults`].
+/// Requests and answers are judged separately, so a test also sees calls
+/// that were executed but whose answers were lost.
+pub struct FaultyTransport {
+    inner: Rc<dyn Transport>,
+    from: String,
+    faults: Arc<Faults>,
+}
+
+impl FaultyTransport {
+    /// Wrap `inner` for the node whose peer address is `from`.
+    pub fn new(inner: Rc<dyn Transport>, from: impl Into<String>, faults: Arc<Faults>) -> Self {
+        FaultyTransport {
+            inner,
+            from: from.into(),
+            faults,
+        }
+    }
+}
+
+impl Transport for FaultyTransport {
+    fn call(
+        &self,
+        peer: &str,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> LocalBoxFuture<'static, Result<PeerResponse, TransportError>> {
+        let outbound = self.faults.fate(&self.from, peer);
+        let inbound = self.faults.fate(peer, &self.from);
+        let inner = self.inner.clone();
+        let peer = peer.to_string();
+        async move {
+            let Some(delay) = outbound else {
+                tokio::time::sleep(timeout).await;
+                return Err(TransportError::Timeout);
+            };
+            let started = Instant::now();
+            tokio::time::sleep(delay).await;
+            let result = inner.call(&peer, request, timeout.saturating_sub(delay)).await;
+            match inbound {
+                Some(back) => {
+                    tokio::time::sleep(back).await;
+                    if started.elapsed() > timeout {
+                        return Err(TransportError::Timeout);
+                    }
+                    result
+                }
+                None => {
+                    tokio::time::sleep(timeout.saturating_sub(started.elapsed())).await;
+                    Err(TransportError::Timeout)
+                }
+            }
+        }
+        .boxed_local()
+    }
+}

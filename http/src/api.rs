@@ -1,0 +1,420 @@
+//! The client and operations routes: translation only.
+//!
+//! Each handler parses the request into a core operation, sends it to the
+//! coordinator actor, and renders the answer per SPEC §3–4. No decision
+//! about replicas or versions is made here.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use dynamo_actors::coordinator::Coordinate;
+use dynamo_actors::gossiper::GetView;
+use dynamo_actors::Node;
+use dynamo_core::config::MAX_KEY_BYTES;
+use dynamo_core::membership::MemberState;
+use dynamo_core::wire::{ClientOp, ClientReply, OpError, OpKind};
+use dynamo_core::{Object, Value};
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::metrics::{Op, RequestMetrics};
+
+/// Header carrying the causal context token.
+pub const X_CONTEXT: &str = "x-context";
+/// Header naming the node that coordinated a request.
+pub const X_COORDINATOR: &str = "x-dynamo-coordinator";
+/// Header counting the replicas that answered.
+pub const X_REPLICAS: &str = "x-dynamo-replicas";
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The node behind this front door.
+    pub node: Node,
+    /// Request counters.
+    pub metrics: Arc<RequestMetrics>,
+}
+
+/// Register every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/kv/{key:.*}")
+            .route(web::get().to(kv_get))
+            .route(web::put().to(kv_put))
+            .route(web::delete().to(kv_delete))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/health")
+            .route(web::get().to(health))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/status")
+            .route(web::get().to(status))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/local/{key:.*}")
+            .route(web::get().to(admin_local))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::NotFound(format!("no route for {}", req.path())).error_response()
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let resp = ApiError::MethodNotAllowed(req.method().to_string()).error_response();
+    if req.path().starts_with("/kv/") {
+        with_kv_headers(resp, &coordinator_of_self(&req), 0)
+    } else {
+        resp
+    }
+}
+
+fn coordinator_of_self(req: &HttpRequest) -> String {
+    req.app_data::<web::Data<AppState>>()
+        .map(|s| s.node.config.node_id.clone())
+        .unwrap_or_default()
+}
+
+/// The key of a `/kv/...` or `/admin/local/...` request: the rest of the
+/// raw path, percent-decoded to bytes.
+fn key_of(req: &HttpRequest, prefix: &str) -> Result<Vec<u8>, ApiError> {
+    let raw = req.uri().path().strip_prefix(prefix).unwrap_or("");
+    let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    if key.is_empty() {
+        return Err(ApiError::BadRequest("the key must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::KeyTooLong(key.len()));
+    }
+    Ok(key)
+}
+
+/// The `r` or `w` query parameter, checked against N.
+fn quorum_param(req: &HttpRequest, name: &str, n: usize) -> Result<Option<usize>, ApiError> {
+    let Ok(pairs) = web::Query::<Vec<(String, String)>>::from_query(req.query_string()) else {
+        return Err(ApiError::BadRequest("the query string is malformed".into()));
+    };
+    match pairs.iter().rev().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) => match v.parse::<usize>() {
+            Ok(q) if (1..=n).contains(&q) => Ok(Some(q)),
+            _ => Err(ApiError::BadRequest(format!(
+                "{name} = {v:?} must be an integer from 1 to {n}"
+            ))),
+        },
+    }
+}
+
+/// The client's context for `key` (empty when absent or blank).
+fn context_of(state: &AppState, req: &HttpRequest, key: &[u8]) -> Result<dynamo_core::VersionVector, ApiError> {
+    match req.headers().get(X_CONTEXT) {
+        None => Ok(Default::default()),
+        Some(v) => {
+            let token = v
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("X-Context is not a valid token".into()))?;
+            state
+                .node
+                .contexts
+                .decode(key, token)
+                .map_err(|e| ApiError::BadRequest(format!("X-Context rejected: {e}")))
+        }
+    }
+}
+
+fn with_kv_headers(mut resp: HttpResponse, coordinator: &str, replicas: usize) -> HttpResponse {
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(coordinator) {
+        headers.insert(HeaderName::from_static(X_COORDINATOR), v);
+    }
+    headers.insert(HeaderName::from_static(X_REPLICAS), HeaderValue::from(replicas as u64));
+    resp
+}
+
+/// Render a failed `/kv` request.
+fn kv_error(state: &AppState, err: ApiError) -> HttpResponse {
+    with_kv_headers(err.error_response(), &state.node.config.node_id, 0)
+}
+
+/// Time a `/kv` handler and count its outcome.
+async fn measured<F>(state: &AppState, op: Op, handler: F) -> HttpResponse
+where
+    F: std::future::Future<Output = Result<HttpResponse, (ApiError, Option<OpError>)>>,
+{
+    let started = Instant::now();
+    let resp = match handler.await {
+        Ok(resp) => resp,
+        Err((err, Some(OpError::Unavailable { coordinator, ok, .. }))) => {
+            with_kv_headers(err.error_response(), &coordinator, ok)
+        }
+        Err((err, _)) => kv_error(state, err),
+    };
+    state
+        .metrics
+        .record(op, started.elapsed(), resp.status().is_server_error());
+    resp
+}
+
+/// Lift an operation result, keeping the details a 503 needs.
+fn op_failed(e: ApiError) -> (ApiError, Option<OpError>) {
+    (e, None)
+}
+
+async fn run_op(state: &AppState, op: ClientOp) -> Result<ClientReply, (ApiError, Option<OpError>)> {
+    let sent = state.node.coordinator.send(Coordinate { op, may_forward: true }).await;
+    match sent {
+        Err(e) => Err(op_failed(ApiError::Internal(format!("coordinator unavailable: {e}")))),
+        Ok(Err(e)) => Err((ApiError::from(e.clone()), Some(e))),
+        Ok(Ok(reply)) => Ok(reply),
+    }
+}
+
+async fn kv_get(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    measured(&state, Op::Get, async {
+        let key = key_of(&req, "/kv/").map_err(op_failed)?;
+        let quorum = quorum_param(&req, "r", state.node.config.n).map_err(op_failed)?;
+        let reply = run_op(
+            &state,
+            ClientOp {
+                key: key.clone(),
+                kind: OpKind::Get,
+                quorum,
+            },
+        )
+        .await?;
+        let ClientReply::Read {
+            object,
+            replicas,
+            coordinator,
+        } = reply
+        else {
+            return Err(op_failed(ApiError::Internal("unexpected reply to a read".into())));
+        };
+        Ok(with_kv_headers(
+            render_object(&state, &req, &key, &object),
+            &coordinator,
+            replicas,
+        ))
+    })
+    .await
+}
+
+/// SPEC §3: one value raw (200), siblings as JSON (300), deleted or absent
+/// as 404 — with the context token wherever a version exists.
+fn render_object(state: &AppState, req: &HttpRequest, key: &[u8], object: &Object) -> HttpResponse {
+    let token = (!object.is_empty()).then(|| state.node.contexts.encode(key, &object.context()));
+    let builder = |status: StatusCode| {
+        let mut b = HttpResponseBuilder::new(status);
+        if let Some(t) = &token {
+            b.insert_header((X_CONTEXT, t.as_str()));
+        }
+        b
+    };
+    if object.is_empty() || object.is_deleted() {
+        let err = ApiError::NotFound("key not found".into());
+        return builder(StatusCode::NOT_FOUND).json(json!({"error": err.kind(), "message": err.to_string()}));
+    }
+    let versions = object.versions();
+    if versions.len() == 1 && !wants_json(req.headers()) {
+        let value = &versions[0].value;
+        return builder(StatusCode::OK)
+            .insert_header((CONTENT_TYPE, value.content_type.as_str()))
+            .body(value.data.clone().unwrap_or_default());
+    }
+    let siblings: Vec<serde_json::Value> = versions
+        .iter()
+        .map(|v| match &v.value.data {
+            Some(bytes) => json!({"value": BASE64.encode(bytes), "content_type": v.value.content_type}),
+            None => json!({"value": null}),
+        })
+        .collect();
+    let status = if versions.len() == 1 {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTIPLE_CHOICES
+    };
+    builder(status).json(json!({"context": token, "siblings": siblings}))
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+/// Read a request body of at most `limit` bytes.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::ValueTooLarge(limit));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::ValueTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn kv_put(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    measured(&state, Op::Put, async {
+        let key = key_of(&req, "/kv/").map_err(op_failed)?;
+        let quorum = quorum_param(&req, "w", state.node.config.n).map_err(op_failed)?;
+        let context = context_of(&state, &req, &key).map_err(op_failed)?;
+        let body = read_body(&req, payload, state.node.config.max_value_bytes)
+            .await
+            .map_err(op_failed)?;
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .unwrap_or(Value::DEFAULT_CONTENT_TYPE)
+            .to_string();
+        let op = ClientOp {
+            key: key.clone(),
+            kind: OpKind::Put {
+                value: Value::bytes(body, content_type),
+                context,
+            },
+            quorum,
+        };
+        written(&state, &key, run_op(&state, op).await?)
+    })
+    .await
+}
+
+async fn kv_delete(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    measured(&state, Op::Delete, async {
+        let key = key_of(&req, "/kv/").map_err(op_failed)?;
+        let quorum = quorum_param(&req, "w", state.node.config.n).map_err(op_failed)?;
+        let context = context_of(&state, &req, &key).map_err(op_failed)?;
+        let op = ClientOp {
+            key: key.clone(),
+            kind: OpKind::Delete { context },
+            quorum,
+        };
+        written(&state, &key, run_op(&state, op).await?)
+    })
+    .await
+}
+
+fn written(state: &AppState, key: &[u8], reply: ClientReply) -> Result<HttpResponse, (ApiError, Option<OpError>)> {
+    let ClientReply::Written {
+        context,
+        replicas,
+        coordinator,
+    } = reply
+    else {
+        return Err(op_failed(ApiError::Internal("unexpected reply to a write".into())));
+    };
+    let token = state.node.contexts.encode(key, &context);
+    let resp = HttpResponse::NoContent().insert_header((X_CONTEXT, token)).finish();
+    Ok(with_kv_headers(resp, &coordinator, replicas))
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let node = &state.node;
+    let view = node
+        .gossiper
+        .send(GetView)
+        .await
+        .map_err(|e| ApiError::Internal(format!("gossiper unavailable: {e}")))?;
+    let replica = node.replica.clone();
+    // Storage statistics read RocksDB: off the executor thread.
+    let storage = web::block(move || replica.stats())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let cfg = &node.config;
+    let ring = &view.state.ring;
+    let owned = ring.owned_counts();
+    let replicated = ring.replicated_counts(cfg.n);
+    let members: Vec<serde_json::Value> = view
+        .state
+        .members
+        .values()
+        .filter(|m| m.state != MemberState::Removed)
+        .map(|m| {
+            json!({
+                "node_id": m.node_id,
+                "peer_addr": m.peer_addr,
+                "http_addr": m.http_addr,
+                "status": match m.state { MemberState::Leaving => "leaving", _ => "up" },
+                "weight": m.weight,
+                "partitions_owned": owned.get(&m.node_id).copied().unwrap_or(0),
+                "partitions_replicated": replicated.get(&m.node_id).copied().unwrap_or(0),
+                "last_seen_ms": view.last_seen_ms.get(&m.node_id).copied().unwrap_or(u64::MAX),
+            })
+        })
+        .collect();
+    use dynamo_actors::stats::NodeStats;
+    Ok(HttpResponse::Ok().json(json!({
+        "node_id": cfg.node_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": node.started.elapsed().as_secs(),
+        "n": cfg.n,
+        "r": cfg.r,
+        "w": cfg.w,
+        "partitions": ring.partitions(),
+        "ring_version": ring.version,
+        "members": members,
+        "storage": {"keys": storage.keys, "bytes": storage.bytes},
+        "hints": {"pending": 0, "delivered": 0},
+        "anti_entropy": {"exchanges": 0, "keys_repaired": 0, "last_exchange_ms": null},
+        "read_repairs": NodeStats::get(&node.stats.read_repairs),
+        "requests": state.metrics.to_json(),
+    })))
+}
+
+async fn admin_local(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if req.method() != Method::GET {
+        return Err(ApiError::MethodNotAllowed(req.method().to_string()));
+    }
+    let key = key_of(&req, "/admin/local/")?;
+    let object = state
+        .node
+        .replica
+        .get(key)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .unwrap_or_default();
+    let versions: Vec<serde_json::Value> = object
+        .versions()
+        .iter()
+        .map(|v| {
+            let clock: serde_json::Map<String, serde_json::Value> =
+                v.clock().iter().map(|(a, c)| (a.to_string(), json!(c))).collect();
+            json!({
+                "clock": clock,
+                "value": v.value.data.as_ref().map(|d| BASE64.encode(d)),
+                "content_type": v.value.content_type,
+                "tombstone": v.value.is_tombstone(),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"versions": versions, "hinted_for": []})))
+}

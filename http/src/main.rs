@@ -1,0 +1,195 @@
+//! The `dynamo` binary: `serve` runs one node, `dev` a local cluster in one
+//! process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use dynamo_actors::NodeOptions;
+use dynamo_core::config::{Config, Overrides};
+use dynamo_http::server;
+
+#[derive(Parser)]
+#[command(name = "dynamo", version, about = "A Dynamo-style, highly available key-value store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node.
+    Serve(ServeArgs),
+    /// Run a local cluster of several nodes in this process (for trying it out).
+    Dev(DevArgs),
+}
+
+/// Every setting: flag, or `DYNAMO_*` env var, over the config file, over
+/// the default.
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, env = "DYNAMO_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "DYNAMO_NODE_ID")]
+    node_id: Option<String>,
+    #[arg(long, env = "DYNAMO_HTTP_ADDR")]
+    http_addr: Option<String>,
+    #[arg(long, env = "DYNAMO_PEER_ADDR")]
+    peer_addr: Option<String>,
+    #[arg(long, env = "DYNAMO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Peer addresses of members, comma-separated.
+    #[arg(long, env = "DYNAMO_SEEDS", value_delimiter = ',')]
+    seeds: Option<Vec<String>>,
+    #[arg(long, env = "DYNAMO_N")]
+    n: Option<usize>,
+    #[arg(long, env = "DYNAMO_R")]
+    r: Option<usize>,
+    #[arg(long, env = "DYNAMO_W")]
+    w: Option<usize>,
+    #[arg(long, env = "DYNAMO_PARTITIONS")]
+    partitions: Option<u32>,
+    #[arg(long, env = "DYNAMO_WEIGHT")]
+    weight: Option<u32>,
+    #[arg(long, env = "DYNAMO_MAX_VALUE_BYTES")]
+    max_value_bytes: Option<usize>,
+    #[arg(long, env = "DYNAMO_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+    #[arg(long, env = "DYNAMO_GOSSIP_INTERVAL_MS")]
+    gossip_interval_ms: Option<u64>,
+    #[arg(long, env = "DYNAMO_ANTI_ENTROPY_INTERVAL_MS")]
+    anti_entropy_interval_ms: Option<u64>,
+    /// true: fsync every acknowledged write.
+    #[arg(long, env = "DYNAMO_SYNC_WRITES")]
+    sync_writes: Option<bool>,
+    #[arg(long, env = "DYNAMO_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    #[arg(long, env = "DYNAMO_CLIENT_TOKEN", hide_env_values = true)]
+    client_token: Option<String>,
+    /// HTTP worker threads.
+    #[arg(long, env = "DYNAMO_HTTP_WORKERS", default_value_t = 2)]
+    http_workers: usize,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// HTTP port of the first node; peers listen 1000 above.
+    #[arg(long, default_value_t = 8001)]
+    base_port: u16,
+    /// Where the nodes keep their data (one dir per node).
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Result<Config, dynamo_core::config::ConfigError> {
+        let base = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let config = base.apply(Overrides {
+            node_id: self.node_id,
+            http_addr: self.http_addr,
+            peer_addr: self.peer_addr,
+            data_dir: self.data_dir,
+            seeds: self.seeds,
+            n: self.n,
+            r: self.r,
+            w: self.w,
+            partitions: self.partitions,
+            weight: self.weight,
+            max_value_bytes: self.max_value_bytes,
+            request_timeout_ms: self.request_timeout_ms,
+            gossip_interval_ms: self.gossip_interval_ms,
+            anti_entropy_interval_ms: self.anti_entropy_interval_ms,
+            sync_writes: self.sync_writes,
+            cluster_secret: self.cluster_secret,
+            client_token: self.client_token,
+        });
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Dev(args) => dev(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dynamo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let workers = args.http_workers;
+    let config = args.into_config()?;
+    let listener = server::bind_http(&config.http_addr)?;
+    actix_web::rt::System::new().block_on(async move {
+        let running = server::start(config, listener, NodeOptions::default(), workers).await?;
+        log::info!("node {} serving clients", running.node.config.node_id);
+        running.server.await?;
+        running.node.flush();
+        log::info!("node {} stopped", running.node.config.node_id);
+        Ok(())
+    })
+}
+
+fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let k = args.nodes.max(1);
+    let peer_port = |i: u16| args.base_port + 1000 + i;
+    let seeds: Vec<String> = (0..k).map(|i| format!("127.0.0.1:{}", peer_port(i))).collect();
+    let configs: Vec<Config> = (0..k)
+        .map(|i| Config {
+            node_id: format!("node{}", i + 1),
+            http_addr: format!("127.0.0.1:{}", args.base_port + i),
+            peer_addr: seeds[i as usize].clone(),
+            data_dir: Some(args.data_dir.join(format!("node{}", i + 1))),
+            seeds: seeds.clone(),
+            n: 3.min(k as usize),
+            r: 2.min(k as usize),
+            w: 2.min(k as usize),
+            ..Config::default()
+        })
+        .collect();
+    let mut listeners = Vec::new();
+    for c in &configs {
+        c.validate()?;
+        listeners.push(server::bind_http(&c.http_addr)?);
+    }
+    actix_web::rt::System::new().block_on(async move {
+        let mut servers = Vec::new();
+        for (config, listener) in configs.into_iter().zip(listeners) {
+            let running = server::start(config, listener, NodeOptions::default(), 1).await?;
+            let c = &running.node.config;
+            println!(
+                "{}: http://{}  (peer {}, data {})",
+                c.node_id,
+                c.http_addr,
+                c.peer_addr,
+                c.data_dir().display()
+            );
+            servers.push(running);
+        }
+        println!(
+            "try: curl -X PUT --data-binary hello http://127.0.0.1:{}/kv/greeting",
+            args.base_port
+        );
+        let nodes: Vec<_> = servers.iter().map(|r| r.node.clone()).collect();
+        futures::future::try_join_all(servers.into_iter().map(|r| r.server)).await?;
+        for node in nodes {
+            node.flush();
+        }
+        Ok(())
+    })
+}

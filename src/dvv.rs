@@ -1,0 +1,360 @@
+//! Causality for versions: version vectors and dotted version vectors.
+//!
+//! Every write is stamped by its *coordinator* with a **dot** — a pair (actor,
+//! counter) that names the write uniquely — and carries the **causal context**
+//! the client read before writing (a version vector). A stored version is
+//! therefore a dotted version vector (Preguiça, Baquero, Almeida, Fonte,
+//! Gonçalves: "Dotted Version Vectors: Logical Clocks for Optimistic
+//! Replication", 2010; the DVV-set variant in Almeida et al., "Scalable and
+//! Accurate Causality Tracking for Eventually Consistent Stores", 2014).
+//!
+//! Why dots and not plain vector clocks (Dynamo §4.4): with server-id clocks,
+//! two clients writing through the same coordinator with the same context
+//! would get clocks that look ordered, and one write would silently vanish.
+//! The dot separates "what this write is" from "what it has seen", so such
+//! writes are correctly concurrent, while clocks stay bounded by the number of
+//! coordinators (never pruned by length, which loses writes).
+//!
+//! Actors are *store incarnations*, not node names: a node whose data dir was
+//! wiped starts with a new epoch, so it can never mint a dot that collides
+//! with one it minted before (Riak's "kv679" data-loss bug).
+//!
+//! The coordinator applies [`Object::update`] to its own replica first and
+//! replicates the whole resulting object; other replicas [`Object::sync`] it
+//! in. That keeps per-key counters contiguous and guarantees that a replica
+//! holding a dot of actor `a` also holds (or has seen superseded) every
+//! earlier dot of `a` for that key — the invariant that makes a context
+//! cover exactly what the client saw.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One incarnation of one node's store: the identity that mints dots.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Actor {
+    /// The node's configured id.
+    pub node: String,
+    /// Random number drawn when the node's store was created.
+    pub epoch: u64,
+}
+
+impl Actor {
+    /// An actor for `node` in store incarnation `epoch`.
+    pub fn new(node: impl Into<String>, epoch: u64) -> Self {
+        Actor {
+            node: node.into(),
+            epoch,
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{:x}", self.node, self.epoch)
+    }
+}
+
+/// A single event: the `counter`-th write of `actor` for one key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Dot {
+    /// Who minted it.
+    pub actor: Actor,
+    /// Its position in that actor's sequence for the key (starts at 1).
+    pub counter: u64,
+}
+
+/// A version vector: for each actor, the highest counter seen (Mattern,
+/// Fidge). Absent actors are at 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VersionVector(BTreeMap<Actor, u64>);
+
+impl VersionVector {
+    /// The empty vector: has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counter recorded for `actor` (0 if none).
+    pub fn get(&self, actor: &Actor) -> u64 {
+        self.0.get(actor).copied().unwrap_or(0)
+    }
+
+    /// Whether the event `dot` is in the past this vector describes.
+    pub fn covers(&self, dot: &Dot) -> bool {
+        self.get(&dot.actor) >= dot.counter
+    }
+
+    /// Raise the entry for `dot.actor` to at least `dot.counter`.
+    pub fn add(&mut self, dot: &Dot) {
+        let entry = self.0.entry(dot.actor.clone()).or_insert(0);
+        *entry = (*entry).max(dot.counter);
+    }
+
+    /// Pointwise maximum (least upper bound).
+    pub fn join(&mut self, other: &VersionVector) {
+        for (actor, &counter) in &other.0 {
+            let entry = self.0.entry(actor.clone()).or_insert(0);
+            *entry = (*entry).max(counter);
+        }
+    }
+
+    /// `self >= other` in the causal partial order.
+    pub fn descends(&self, other: &VersionVector) -> bool {
+        other.0.iter().all(|(a, &c)| self.get(a) >= c)
+    }
+
+    /// Neither descends from the other.
+    pub fn concurrent(&self, other: &VersionVector) -> bool {
+        !self.descends(other) && !other.descends(self)
+    }
+
+    /// Entries, ordered by actor.
+    pub fn iter(&self) -> impl Iterator<Item = (&Actor, u64)> {
+        self.0.iter().map(|(a, &c)| (a, c))
+    }
+
+    /// Number of actors with a non-zero entry.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no actor has an entry.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(Actor, u64)> for VersionVector {
+    fn from_iter<I: IntoIterator<Item = (Actor, u64)>>(iter: I) -> Self {
+        let mut vv = VersionVector::new();
+        for (actor, counter) in iter {
+            if counter > 0 {
+                vv.add(&Dot { actor, counter });
+            }
+        }
+        vv
+    }
+}
+
+/// What a version holds: bytes with their content type, or a tombstone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Value {
+    /// `None` marks a delete (tombstone).
+    pub data: Option<Vec<u8>>,
+    /// MIME type given at write time.
+    pub content_type: String,
+}
+
+impl Value {
+    /// The default content type when a client sends none.
+    pub const DEFAULT_CONTENT_TYPE: &'static str = "application/octet-stream";
+
+    /// A value with bytes.
+    pub fn bytes(data: Vec<u8>, content_type: impl Into<String>) -> Self {
+        Value {
+            data: Some(data),
+            content_type: content_type.into(),
+        }
+    }
+
+    /// A tombstone.
+    pub fn tombstone() -> Self {
+        Value {
+            data: None,
+            content_type: String::new(),
+        }
+    }
+
+    /// Whether this is a delete marker.
+    pub fn is_tombstone(&self) -> bool {
+        self.data.is_none()
+    }
+}
+
+/// One immutable version of a key: a dotted version vector and its value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Version {
+    /// The write that made it.
+    pub dot: Dot,
+    /// What the writer had seen (its causal past, excluding `dot`).
+    pub context: VersionVector,
+    /// The payload.
+    pub value: Value,
+}
+
+impl Version {
+    /// The full clock of this version: its context plus its own dot.
+    pub fn clock(&self) -> VersionVector {
+        let mut vv = self.context.clone();
+        vv.add(&self.dot);
+        vv
+    }
+
+    /// Whether `self` has seen `other` (and is not `other`).
+    pub fn dominates(&self, other: &Version) -> bool {
+        self.dot != other.dot && self.context.covers(&other.dot)
+    }
+}
+
+/// Everything a replica keeps for one key: the set of mutually concurrent
+/// versions (siblings). Kept sorted by dot, so equal sets are equal values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Object {
+    versions: Vec<Version>,
+}
+
+impl Object {
+    /// The object of a key never written.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The siblings, ordered by dot.
+    pub fn versions(&self) -> &[Version] {
+        &self.versions
+    }
+
+    /// Whether there is no version at all.
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    /// Whether every version is a tombstone (and there is at least one).
+    pub fn is_deleted(&self) -> bool {
+        !self.versions.is_empty() && self.versions.iter().all(|v| v.value.is_tombstone())
+    }
+
+    /// The causal context a reader of this object gets: everything any
+    /// sibling has seen, plus the siblings themselves.
+    pub fn context(&self) -> VersionVector {
+        let mut vv = VersionVector::new();
+        for v in &self.versions {
+            vv.join(&v.context);
+            vv.add(&v.dot);
+        }
+        vv
+    }
+
+    /// Coordinator-side write (DVV `update`): mint a new dot for `actor`,
+    /// drop exactly the siblings the client's `context` has seen, and add
+    /// the new version. Returns the new object and the new version's clock
+    /// (the context the client gets back).
+    pub fn update(&self, context: &VersionVector, actor: &Actor, value: Value) -> (Object, VersionVector) {
+        // Never reuse a counter: above everything this replica knows for the
+        // actor, and above anything the client claims to have seen from it.
+        let counter = self.context().get(actor).max(context.get(actor)) + 1;
+        let dot = Dot {
+            actor: actor.clone(),
+            counter,
+        };
+        let mut versions: Vec<Version> = self
+            .versions
+            .iter()
+            .filter(|v| !context.covers(&v.dot))
+            .cloned()
+            .collect();
+        let new = Version {
+            dot,
+            context: context.clone(),
+            value,
+        };
+        let clock = new.clock();
+        versions.push(new);
+        (Object::from_versions(versions), clock)
+    }
+
+    /// Replica-side merge (DVV `sync`): the union of both sibling sets minus
+    /// every version some other version has seen. Commutative, associative
+    /// and idempotent, so replicas may exchange objects in any order.
+    pub fn sync(&self, other: &Object) -> Object {
+        let mut all: Vec<Version> = self.versions.iter().chain(other.versions.iter()).cloned().collect();
+        all.sort_by(|a, b| a.dot.cmp(&b.dot));
+        all.dedup_by(|a, b| a.dot == b.dot);
+        let survivors = all
+            .iter()
+            .filter(|v| !all.iter().any(|w| w.dominates(v)))
+            .cloned()
+            .collect();
+        Object::from_versions(survivors)
+    }
+
+    /// Build from versions, keeping the canonical order. Callers in this
+    /// module guarantee no version dominates another.
+    fn from_versions(mut versions: Vec<Version>) -> Object {
+        versions.sort_by(|a, b| a.dot.cmp(&b.dot));
+        Object { versions }
+    }
+
+    /// Rebuild an object from stored or received versions, enforcing the
+    /// invariants (no duplicate dots, no dominated version) whatever the
+    /// source sent.
+    pub fn from_untrusted(versions: Vec<Version>) -> Object {
+        Object::empty().sync(&Object { versions })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(n: &str) -> Actor {
+        Actor::new(n, 1)
+    }
+
+    fn val(s: &str) -> Value {
+        Value::bytes(s.as_bytes().to_vec(), "text/plain")
+    }
+
+    #[test]
+    fn write_with_context_supersedes() {
+        let o = Object::empty();
+        let (o, c1) = o.update(&VersionVector::new(), &a("x"), val("v1"));
+        let (o, _) = o.update(&c1, &a("x"), val("v2"));
+        assert_eq!(o.versions().len(), 1);
+        assert_eq!(o.versions()[0].value, val("v2"));
+    }
+
+    #[test]
+    fn blind_writes_through_one_node_are_siblings() {
+        let o = Object::empty();
+        let (o, _) = o.update(&VersionVector::new(), &a("x"), val("v1"));
+        let (o, _) = o.update(&VersionVector::new(), &a("x"), val("v2"));
+        assert_eq!(o.versions().len(), 2);
+    }
+
+    #[test]
+    fn same_context_through_two_nodes_are_siblings() {
+        let (base, c1) = Object::empty().update(&VersionVector::new(), &a("x"), val("v1"));
+        let (left, _) = base.update(&c1, &a("x"), val("l"));
+        let (right, _) = base.update(&c1, &a("y"), val("r"));
+        let merged = left.sync(&right);
+        assert_eq!(merged.versions().len(), 2);
+        let ctx = merged.context();
+        let (resolved, _) = merged.update(&ctx, &a("y"), val("resolved"));
+        assert_eq!(resolved.versions().len(), 1);
+        // The resolution also wins against either side's stale copy.
+        assert_eq!(resolved.sync(&left), resolved);
+    }
+
+    #[test]
+    fn tombstone_loses_to_unseen_write() {
+        let (base, c1) = Object::empty().update(&VersionVector::new(), &a("x"), val("v1"));
+        let (deleted, _) = base.update(&c1, &a("x"), Value::tombstone());
+        let (written, _) = base.update(&c1, &a("y"), val("v2"));
+        let merged = deleted.sync(&written);
+        assert_eq!(merged.versions().len(), 2);
+        assert!(!merged.is_deleted());
+    }
+
+    #[test]
+    fn untrusted_input_is_normalised() {
+        let (o, c1) = Object::empty().update(&VersionVector::new(), &a("x"), val("v1"));
+        let (o2, _) = o.update(&c1, &a("x"), val("v2"));
+        let mut raw = o.versions().to_vec();
+        raw.extend(o2.versions().iter().cloned());
+        raw.extend(o2.versions().iter().cloned());
+        assert_eq!(Object::from_untrusted(raw), o2);
+    }
+}

@@ -1,0 +1,25 @@
+//! The pure core of dynamo, a Dynamo-style key-value store (DeCandia et al.,
+//! SOSP 2007).
+//!
+//! Everything here is plain data and functions — no IO, no actors, no clock
+//! — so it can be tested exhaustively: where keys live ([`ring`]), how
+//! versions relate ([`dvv`]), how replica answers add up ([`quorum`]), what
+//! the cluster looks like ([`membership`]), the client's context token
+//! ([`context`]), configuration ([`config`]), the node-to-node messages
+//! ([`wire`]) and the storage interface ([`storage`]). The actors crate wraps
+//! these in processes; the http crate translates requests into them.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod context;
+pub mod dvv;
+pub mod membership;
+pub mod quorum;
+pub mod ring;
+pub mod storage;
+pub mod wire;
+
+pub use config::Config;
+pub use dvv::{Actor, Dot, Object, Value, Version, VersionVector};
+pub use ring::{NodeId, Ring};

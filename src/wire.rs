@@ -1,0 +1,166 @@
+//! The node-to-node protocol: typed requests and responses.
+//!
+//! One enum per direction, as in Garage's RPC enums: the replica protocol
+//! (riak_core's vnode get/put), forwarded client operations, and gossip.
+//! Frames carry a request id so many calls share one connection; the codec
+//! is postcard (compact, serde), the framing a 4-byte length prefix bounded
+//! by [`MAX_FRAME_BYTES`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::dvv::{Object, Value, VersionVector};
+use crate::membership::ClusterState;
+use crate::ring::NodeId;
+
+/// Largest frame a node sends or accepts. A value is at most 64 MiB by
+/// config and an object holds few siblings, so this bounds memory per frame
+/// without refusing legitimate traffic.
+pub const MAX_FRAME_BYTES: usize = 128 * 1024 * 1024;
+
+/// A client operation, as the coordinator executes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientOp {
+    /// The key.
+    pub key: Vec<u8>,
+    /// What to do.
+    pub kind: OpKind,
+    /// R or W for this request (`None`: the coordinator's default).
+    pub quorum: Option<usize>,
+}
+
+/// The three client operations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OpKind {
+    /// Read every sibling.
+    Get,
+    /// Write a value superseding what `context` has seen.
+    Put {
+        /// The value.
+        value: Value,
+        /// The client's causal context.
+        context: VersionVector,
+    },
+    /// Write a tombstone superseding what `context` has seen.
+    Delete {
+        /// The client's causal context.
+        context: VersionVector,
+    },
+}
+
+/// What a client operation produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientReply {
+    /// A PUT or DELETE reached W replicas.
+    Written {
+        /// The clock of the new version (what it supersedes plus itself).
+        context: VersionVector,
+        /// Replicas that acknowledged in time.
+        replicas: usize,
+        /// The coordinating node.
+        coordinator: NodeId,
+    },
+    /// A GET reached R replicas.
+    Read {
+        /// The reconciled object (possibly empty).
+        object: Object,
+        /// Replicas that answered in time.
+        replicas: usize,
+        /// The coordinating node.
+        coordinator: NodeId,
+    },
+}
+
+/// Why a client operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum OpError {
+    /// Fewer than the required replicas answered in time.
+    #[error("quorum not reached: {ok} of {needed} required replicas answered ({tried} tried)")]
+    Unavailable {
+        /// R or W.
+        needed: usize,
+        /// Replicas that answered.
+        ok: usize,
+        /// Replicas asked.
+        tried: usize,
+        /// The coordinating node.
+        coordinator: NodeId,
+    },
+    /// The request itself is invalid (e.g. quorum above N).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The node failed internally (storage error).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A request from one node to another.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Merge `object` into the replica for `key`; answered once durable.
+    Replicate {
+        /// The key.
+        key: Vec<u8>,
+        /// The coordinator's object after its update.
+        object: Object,
+    },
+    /// Read the replica's object for `key`.
+    Fetch {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Coordinate a client operation (sent by a node that is not a replica).
+    Coordinate(ClientOp),
+    /// Push-pull gossip: the sender's view; the answer is the receiver's.
+    Gossip(ClusterState),
+}
+
+/// The answer to a [`PeerRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// `Replicate` is durable.
+    Stored,
+    /// `Fetch` result.
+    Fetched(Option<Object>),
+    /// `Coordinate` result.
+    Coordinated(Result<ClientReply, OpError>),
+    /// `Gossip` answer.
+    Gossip(ClusterState),
+    /// The request failed on the receiver.
+    Error(String),
+}
+
+/// One frame on a peer connection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Frame {
+    /// A call, answered by a `Response` with the same id.
+    Request {
+        /// Chosen by the caller, unique per connection.
+        id: u64,
+        /// The call.
+        body: PeerRequest,
+    },
+    /// The answer to the request with the same id.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: PeerResponse,
+    },
+}
+
+/// Why a frame did not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable peer frame: {0}")]
+pub struct FrameError(#[from] postcard::Error);
+
+impl Frame {
+    /// Encode for the wire (without the length prefix).
+    pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
+        Ok(postcard::to_allocvec(self)?)
+    }
+
+    /// Decode bytes a peer sent; never panics on garbage.
+    pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
+        Ok(postcard::from_bytes(bytes)?)
+    }
+}
