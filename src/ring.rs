@@ -200,24 +200,27 @@ impl Ring {
             .map(|o| members.contains_key(o).then(|| o.clone()))
             .collect();
 
-        // Over-full nodes give up partitions, first those that sit too close
-        // to another of their own, then from the end of the ring.
+        // Over-full nodes give up partitions; the ones they keep are evenly
+        // spaced among those they had, so their share stays spread out.
         let mut counts: BTreeMap<NodeId, u32> = BTreeMap::new();
         for o in owners.iter().flatten() {
             *counts.entry(o.clone()).or_insert(0) += 1;
         }
         for (node, &quota) in &quotas {
-            let mut excess = counts.get(node).copied().unwrap_or(0).saturating_sub(quota);
-            let mut candidates: Vec<usize> = (0..q).filter(|&p| owners[p].as_ref() == Some(node)).collect();
-            candidates.sort_by_key(|&p| (!too_close(&owners, p, node, n), std::cmp::Reverse(p)));
-            for p in candidates {
-                if excess == 0 {
-                    break;
-                }
-                owners[p] = None;
-                excess -= 1;
+            let have = counts.get(node).copied().unwrap_or(0);
+            if have <= quota {
+                continue;
             }
-            counts.insert(node.clone(), quota.min(counts.get(node).copied().unwrap_or(0)));
+            let mine: Vec<usize> = (0..q).filter(|&p| owners[p].as_ref() == Some(node)).collect();
+            let keep: BTreeSet<usize> = (0..quota as usize)
+                .map(|j| mine[j * mine.len() / quota as usize])
+                .collect();
+            for p in mine {
+                if !keep.contains(&p) {
+                    owners[p] = None;
+                }
+            }
+            counts.insert(node.clone(), quota);
         }
 
         // Free partitions go to the node furthest below its quota, preferring

@@ -88,6 +88,7 @@ struct Identity {
 }
 
 /// Injectable pieces of a node (tests replace them).
+#[derive(Default)]
 pub struct NodeOptions {
     /// The node-to-node transport; `None` for TCP.
     pub transport: Option<Rc<dyn Transport>>,
@@ -95,16 +96,6 @@ pub struct NodeOptions {
     pub seed: Option<u64>,
     /// An already-bound peer listener (tests bind port 0).
     pub peer_listener: Option<std::net::TcpListener>,
-}
-
-impl Default for NodeOptions {
-    fn default() -> Self {
-        NodeOptions {
-            transport: None,
-            seed: None,
-            peer_listener: None,
-        }
-    }
 }
 
 /// A running node.
