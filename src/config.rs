@@ -292,3 +292,44 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("r = 4"));
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// `config/example.toml` documents every setting with its default: it
+    /// must parse, and must equal the defaults for what it sets.
+    #[test]
+    fn example_config_is_the_defaults() {
+        let text = include_str!("../config/example.toml");
+        let parsed = Config::from_toml(text, std::path::Path::new("config/example.toml")).unwrap();
+        let defaults = Config::default();
+        assert_eq!(parsed, defaults);
+        // Every field is mentioned (set or commented out).
+        let fields = [
+            "node_id",
+            "http_addr",
+            "peer_addr",
+            "data_dir",
+            "seeds",
+            "n",
+            "r",
+            "w",
+            "partitions",
+            "weight",
+            "max_value_bytes",
+            "request_timeout_ms",
+            "gossip_interval_ms",
+            "anti_entropy_interval_ms",
+            "sync_writes",
+            "cluster_secret",
+            "client_token",
+        ];
+        for f in fields {
+            assert!(
+                text.contains(&format!("{f} = ")),
+                "config/example.toml does not mention {f}"
+            );
+        }
+    }
+}

@@ -26,6 +26,10 @@ struct TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        // Close RocksDB before the test process exits, not during its teardown.
+        for node in &self.nodes {
+            node.close();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

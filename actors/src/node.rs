@@ -202,6 +202,9 @@ impl Node {
             gossiper: gossiper.clone(),
         });
         actix::spawn(serve_peers(listener, handler));
+        if config.cluster_secret.is_some() {
+            log::warn!("cluster_secret keys context tokens only: peer connections are not yet authenticated");
+        }
         log::info!(
             "node {} (store epoch {:x}, generation {}) serving peers on {peer_addr}",
             config.node_id,
@@ -222,10 +225,11 @@ impl Node {
         })
     }
 
-    /// Flush the WAL to disk (at shutdown).
-    pub fn flush(&self) {
-        if let Err(e) = self.store.flush() {
-            log::error!("flushing the WAL failed: {e}");
+    /// Make every write durable and quiesce the store (at shutdown, after
+    /// the HTTP server has drained).
+    pub fn close(&self) {
+        if let Err(e) = self.store.close() {
+            log::error!("closing the store failed: {e}");
         }
     }
 }

@@ -8,7 +8,7 @@
 //! (group commit), so syncing costs per batch, not per write.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{RwLock, RwLockReadGuard};
 
 use dynamo_core::storage::{decode_object, encode_object, Store, StoreError, StoreStats};
 use dynamo_core::Object;
@@ -19,7 +19,10 @@ const CF_META: &str = "meta";
 
 /// A RocksDB-backed store.
 pub struct RocksStore {
-    db: Arc<DB>,
+    /// `None` once closed. Closing drops the database on the closing thread,
+    /// so RocksDB shuts down before the process exits rather than racing
+    /// its teardown from threads that still hold the store.
+    db: RwLock<Option<DB>>,
     sync: bool,
 }
 
@@ -54,7 +57,7 @@ impl RocksStore {
         };
         let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), [cf(CF_DATA), cf(CF_META)]).map_err(engine)?;
         Ok(RocksStore {
-            db: Arc::new(db),
+            db: RwLock::new(Some(db)),
             sync: sync_writes,
         })
     }
@@ -65,52 +68,83 @@ impl RocksStore {
         w
     }
 
-    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| StoreError::Engine(format!("missing column family {name}")))
+    /// The open database, or an error once closed.
+    fn db(&self) -> Result<DbGuard<'_>, StoreError> {
+        let guard = self.db.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.is_none() {
+            return Err(StoreError::Engine("store is closed".into()));
+        }
+        Ok(DbGuard(guard))
     }
 
-    /// Push the WAL to disk (used at shutdown).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_wal(true).map_err(engine)
+    /// Make everything durable and close the database. Later calls fail.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let mut guard = self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(db) = guard.as_ref() {
+            db.flush_wal(true).map_err(engine)?;
+        }
+        drop(guard.take());
+        Ok(())
+    }
+}
+
+/// A read lock on an open database.
+struct DbGuard<'a>(RwLockReadGuard<'a, Option<DB>>);
+
+impl DbGuard<'_> {
+    fn db(&self) -> &DB {
+        // Checked non-empty when the guard was made, and the lock is held.
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("guard over a closed store"))
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db()
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Engine(format!("missing column family {name}")))
     }
 }
 
 impl Store for RocksStore {
     fn get(&self, key: &[u8]) -> Result<Option<Object>, StoreError> {
-        let cf = self.cf(CF_DATA)?;
-        match self.db.get_pinned_cf(cf, key).map_err(engine)? {
-            Some(bytes) => decode_object(&bytes).map(Some),
-            None => Ok(None),
-        }
+        let db = self.db()?;
+        let cf = db.cf(CF_DATA)?;
+        let found = db.db().get_pinned_cf(cf, key).map_err(engine)?;
+        found.map(|bytes| decode_object(&bytes)).transpose()
     }
 
     fn put(&self, key: &[u8], object: &Object) -> Result<(), StoreError> {
-        let cf = self.cf(CF_DATA)?;
-        self.db
+        let db = self.db()?;
+        let cf = db.cf(CF_DATA)?;
+        db.db()
             .put_cf_opt(cf, key, encode_object(object), &self.write_opts())
             .map_err(engine)
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let cf = self.cf(CF_META)?;
-        self.db.get_cf(cf, name.as_bytes()).map_err(engine)
+        let db = self.db()?;
+        let cf = db.cf(CF_META)?;
+        db.db().get_cf(cf, name.as_bytes()).map_err(engine)
     }
 
     fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        let cf = self.cf(CF_META)?;
+        let db = self.db()?;
+        let cf = db.cf(CF_META)?;
         // Metadata is rare and precious: always fsynced.
         let mut w = WriteOptions::default();
         w.set_sync(true);
-        self.db.put_cf_opt(cf, name.as_bytes(), value, &w).map_err(engine)
+        db.db().put_cf_opt(cf, name.as_bytes(), value, &w).map_err(engine)
     }
 
     fn stats(&self) -> StoreStats {
-        let Ok(cf) = self.cf(CF_DATA) else {
+        let Ok(db) = self.db() else {
             return StoreStats::default();
         };
-        let prop = |name: &str| self.db.property_int_value_cf(cf, name).ok().flatten().unwrap_or(0);
+        let Ok(cf) = db.cf(CF_DATA) else {
+            return StoreStats::default();
+        };
+        let prop = |name: &str| db.db().property_int_value_cf(cf, name).ok().flatten().unwrap_or(0);
         StoreStats {
             keys: prop("rocksdb.estimate-num-keys"),
             bytes: prop("rocksdb.estimate-live-data-size") + prop("rocksdb.cur-size-all-mem-tables"),

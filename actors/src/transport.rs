@@ -34,8 +34,8 @@ const QUEUE_PER_PEER: usize = 4096;
 const IN_FLIGHT_PER_CONNECTION: usize = 1024;
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
-/// After a failed connect, calls fail at once for this long.
-const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
+/// After a failed connect, the next attempt waits this long.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Why a call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -144,15 +144,24 @@ type Pending = Rc<RefCell<HashMap<u64, Reply>>>;
 async fn run_connection(addr: String, mut calls: mpsc::Receiver<Call>) {
     let mut down_until: Option<Instant> = None;
     while let Some(first) = calls.recv().await {
-        if down_until.is_some_and(|t| Instant::now() < t) {
-            let _ = first.reply.send(Err(TransportError::Unreachable(addr.clone())));
+        // Right after a failed connect, wait out the back-off instead of
+        // failing: a peer that is just starting answers a moment later, and
+        // every caller still has its own timeout.
+        if let Some(t) = down_until {
+            tokio::time::sleep_until(t.into()).await;
+        }
+        if first.reply.is_closed() {
             continue;
         }
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
             Ok(Ok(stream)) => stream,
             _ => {
                 down_until = Some(Instant::now() + RECONNECT_BACKOFF);
+                // Everything already waiting was meant for this attempt.
                 let _ = first.reply.send(Err(TransportError::Unreachable(addr.clone())));
+                while let Ok(queued) = calls.try_recv() {
+                    let _ = queued.reply.send(Err(TransportError::Unreachable(addr.clone())));
+                }
                 continue;
             }
         };

@@ -68,6 +68,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(not_found));
 }
 
+/// Middleware: with a `client_token` configured, every route but `/health`
+/// needs `Authorization: Bearer <token>` (compared in constant time).
+pub async fn require_token(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let expected = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|s| s.node.config.client_token.clone());
+    if let Some(expected) = expected.filter(|_| req.path() != "/health") {
+        let presented = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+            let resp = ApiError::Unauthorized.error_response();
+            return Ok(req.into_response(resp));
+        }
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::NotFound(format!("no route for {}", req.path())).error_response()
 }

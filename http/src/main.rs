@@ -139,7 +139,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let running = server::start(config, listener, NodeOptions::default(), workers).await?;
         log::info!("node {} serving clients", running.node.config.node_id);
         running.server.await?;
-        running.node.flush();
+        running.node.close();
         log::info!("node {} stopped", running.node.config.node_id);
         Ok(())
     })
@@ -188,7 +188,7 @@ fn dev(args: DevArgs) -> anyhow::Result<()> {
         let nodes: Vec<_> = servers.iter().map(|r| r.node.clone()).collect();
         futures::future::try_join_all(servers.into_iter().map(|r| r.server)).await?;
         for node in nodes {
-            node.flush();
+            node.close();
         }
         Ok(())
     })

@@ -7,7 +7,7 @@ use actix_web::{web, App, HttpServer};
 use dynamo_actors::{Node, NodeOptions};
 use dynamo_core::Config;
 
-use crate::api::{configure, AppState};
+use crate::api::{configure, require_token, AppState};
 use crate::metrics::RequestMetrics;
 
 /// How long SIGTERM waits for requests in flight.
@@ -62,11 +62,16 @@ pub async fn start(
         node: node.clone(),
         metrics: Arc::new(RequestMetrics::default()),
     };
-    let server = HttpServer::new(move || App::new().app_data(web::Data::new(state.clone())).configure(configure))
-        .workers(workers.max(1))
-        .max_connections(MAX_CONNECTIONS)
-        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
-        .listen(listener)?
-        .run();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .wrap(actix_web::middleware::from_fn(require_token))
+            .configure(configure)
+    })
+    .workers(workers.max(1))
+    .max_connections(MAX_CONNECTIONS)
+    .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+    .listen(listener)?
+    .run();
     Ok(Running { node, server })
 }
