@@ -74,6 +74,9 @@ pub struct Config {
     pub cluster_secret: Option<String>,
     /// Bearer token clients must present (every route but `/health`).
     pub client_token: Option<String>,
+    /// HTTP worker threads (default: one per two cores, at least one — the
+    /// peer server and storage threads need the rest).
+    pub http_workers: usize,
 }
 
 /// Largest key, in bytes (SPEC §3).
@@ -99,8 +102,13 @@ impl Default for Config {
             sync_writes: false,
             cluster_secret: None,
             client_token: None,
+            http_workers: default_http_workers(),
         }
     }
+}
+
+fn default_http_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 fn default_node_id() -> String {
@@ -150,6 +158,8 @@ pub struct Overrides {
     pub cluster_secret: Option<String>,
     /// See [`Config::client_token`].
     pub client_token: Option<String>,
+    /// See [`Config::http_workers`].
+    pub http_workers: Option<usize>,
 }
 
 impl Config {
@@ -189,7 +199,8 @@ impl Config {
             request_timeout_ms,
             gossip_interval_ms,
             anti_entropy_interval_ms,
-            sync_writes
+            sync_writes,
+            http_workers
         );
         if o.data_dir.is_some() {
             self.data_dir = o.data_dir;
@@ -239,6 +250,12 @@ impl Config {
         }
         if self.weight == 0 || self.weight > 1000 {
             return bad(format!("weight = {} must be between 1 and 1000", self.weight));
+        }
+        if self.http_workers == 0 || self.http_workers > 256 {
+            return bad(format!(
+                "http_workers = {} must be between 1 and 256",
+                self.http_workers
+            ));
         }
         if self.max_value_bytes > 64 * 1024 * 1024 {
             return bad(format!("max_value_bytes = {} is over 64 MiB", self.max_value_bytes));
@@ -305,6 +322,7 @@ mod example_file {
         let parsed = Config::from_toml(text, std::path::Path::new("config/example.toml")).unwrap();
         let defaults = Config::default();
         assert_eq!(parsed, defaults);
+        // Machine-dependent defaults are commented out in the file.
         // Every field is mentioned (set or commented out).
         let fields = [
             "node_id",

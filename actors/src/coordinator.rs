@@ -9,9 +9,11 @@
 //! read asks all N, answers after R, then keeps listening briefly and
 //! repairs any replica that was stale (read repair, Dynamo §5).
 //!
-//! The actor owns only a snapshot of the cluster (refreshed by the
-//! gossiper); each request runs as its own future, so one slow replica
-//! never holds up other requests.
+//! The actor reads the cluster view the gossiper publishes; each request
+//! runs as its own future, so one slow replica never holds up other
+//! requests. Every HTTP worker thread runs its own coordinator with its own
+//! peer connections, so a client request never changes threads except to
+//! reach a storage shard.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use dynamo_core::{Actor as ClockActor, NodeId, Object, Value, VersionVector};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::gossiper::ClusterCell;
 use crate::replica::Replica;
 use crate::stats::NodeStats;
 use crate::transport::Transport;
@@ -44,11 +47,6 @@ pub struct Coordinate {
     /// so differing ring views cannot bounce a request around).
     pub may_forward: bool,
 }
-
-/// The gossiper's news: a new cluster view.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ClusterChanged(pub Arc<ClusterState>);
 
 /// Quorum defaults and timing, from config.
 #[derive(Clone, Copy, Debug)]
@@ -76,7 +74,7 @@ struct Shared {
 /// The coordinator actor.
 pub struct Coordinator {
     shared: Rc<Shared>,
-    cluster: Arc<ClusterState>,
+    cluster: Arc<ClusterCell>,
 }
 
 impl Coordinator {
@@ -85,7 +83,7 @@ impl Coordinator {
         me: NodeId,
         actor: ClockActor,
         quorums: Quorums,
-        cluster: Arc<ClusterState>,
+        cluster: Arc<ClusterCell>,
         transport: Rc<dyn Transport>,
         replica: Replica,
         stats: Arc<NodeStats>,
@@ -108,19 +106,12 @@ impl Actor for Coordinator {
     type Context = Context<Self>;
 }
 
-impl Handler<ClusterChanged> for Coordinator {
-    type Result = ();
-    fn handle(&mut self, msg: ClusterChanged, _: &mut Self::Context) {
-        self.cluster = msg.0;
-    }
-}
-
 impl Handler<Coordinate> for Coordinator {
     type Result = ResponseFuture<Result<ClientReply, OpError>>;
     fn handle(&mut self, msg: Coordinate, _: &mut Self::Context) -> Self::Result {
         Box::pin(coordinate(
             self.shared.clone(),
-            self.cluster.clone(),
+            self.cluster.get(),
             msg.op,
             msg.may_forward,
         ))

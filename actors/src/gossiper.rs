@@ -7,7 +7,8 @@
 //! cluster. Merging is the core's pure [`ClusterState::merge`]; the claimant
 //! rebalances the ring when the active members change. Whenever the cluster's
 //! shape changes, the new view is persisted (so a restarted node comes back
-//! with its membership and ring) and pushed to subscribers.
+//! with its membership and ring) and published in a [`ClusterCell`] that
+//! coordinators on every thread read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -21,7 +22,6 @@ use dynamo_core::NodeId;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::coordinator::ClusterChanged;
 use crate::replica::Replica;
 use crate::transport::Transport;
 
@@ -38,10 +38,26 @@ pub struct GossipSyn(pub ClusterState);
 #[rtype(result = "ClusterView")]
 pub struct GetView;
 
-/// Register for [`ClusterChanged`] news.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Subscribe(pub Recipient<ClusterChanged>);
+/// The latest cluster view, shared by the gossiper (writer) and every
+/// coordinator (readers) across threads.
+#[derive(Debug)]
+pub struct ClusterCell(std::sync::RwLock<Arc<ClusterState>>);
+
+impl ClusterCell {
+    /// A cell holding `state`.
+    pub fn new(state: ClusterState) -> Arc<ClusterCell> {
+        Arc::new(ClusterCell(std::sync::RwLock::new(Arc::new(state))))
+    }
+
+    /// The current view.
+    pub fn get(&self) -> Arc<ClusterState> {
+        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn set(&self, state: ClusterState) {
+        *self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(state);
+    }
+}
 
 /// The gossiper's view, for dashboards.
 #[derive(Clone, Debug)]
@@ -63,7 +79,7 @@ pub struct Gossiper {
     replica: Replica,
     rng: StdRng,
     last_seen: HashMap<NodeId, Instant>,
-    subscribers: Vec<Recipient<ClusterChanged>>,
+    cell: Arc<ClusterCell>,
 }
 
 impl Gossiper {
@@ -78,6 +94,7 @@ impl Gossiper {
         transport: Rc<dyn Transport>,
         replica: Replica,
         rng: StdRng,
+        cell: Arc<ClusterCell>,
     ) -> Self {
         Gossiper {
             me,
@@ -89,7 +106,7 @@ impl Gossiper {
             replica,
             rng,
             last_seen: HashMap::new(),
-            subscribers: Vec::new(),
+            cell,
         }
     }
 
@@ -130,10 +147,7 @@ impl Gossiper {
             self.state.members.len(),
             self.state.ring.version
         );
-        let snapshot = Arc::new(self.state.clone());
-        for s in &self.subscribers {
-            s.do_send(ClusterChanged(snapshot.clone()));
-        }
+        self.cell.set(self.state.clone());
         if let Ok(bytes) = postcard::to_allocvec(&self.state) {
             let replica = self.replica.clone();
             actix::spawn(async move {
@@ -185,7 +199,9 @@ impl Actor for Gossiper {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.last_seen.insert(self.me.clone(), Instant::now());
-        self.state.claim(&self.me, self.n);
+        if self.state.claim(&self.me, self.n) {
+            self.announce();
+        }
         self.tick(ctx);
         ctx.run_interval(self.interval, |act, ctx| act.tick(ctx));
     }
@@ -223,13 +239,5 @@ impl Handler<GetView> for Gossiper {
             state: Arc::new(self.state.clone()),
             last_seen_ms,
         })
-    }
-}
-
-impl Handler<Subscribe> for Gossiper {
-    type Result = ();
-    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
-        msg.0.do_send(ClusterChanged(Arc::new(self.state.clone())));
-        self.subscribers.push(msg.0);
     }
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::coordinator::{Coordinate, Coordinator, Quorums};
-use crate::gossiper::{GossipSyn, Gossiper, Subscribe, CLUSTER_META};
+use crate::gossiper::{ClusterCell, GossipSyn, Gossiper, CLUSTER_META};
 use crate::replica::Replica;
 use crate::rocks::RocksStore;
 use crate::stats::NodeStats;
@@ -33,10 +33,16 @@ use crate::transport::{serve_peers, PeerHandler, TcpTransport, Transport};
 
 /// Metadata name of the node's identity record.
 const IDENTITY_META: &str = "identity";
-/// Replica shard threads: enough concurrent writers for RocksDB to group
-/// WAL writes (and fsyncs, which block a thread each while they run).
-const SHARDS: usize = 8;
+/// Replica shard threads when writes are fsynced: an fsync blocks its
+/// thread, so many threads keep many writes in flight for RocksDB to group
+/// into one fsync (group commit).
 const SHARDS_SYNC: usize = 32;
+
+/// Replica shard threads otherwise: one per core (at least two); more only
+/// add context switches (measured: 8 shards were slower than 2 on 2 cores).
+fn shards() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +123,12 @@ pub struct Node {
     pub contexts: ContextCodec,
     /// The bound peer address.
     pub peer_addr: SocketAddr,
+    /// The cluster view the gossiper publishes.
+    pub cluster: Arc<ClusterCell>,
+    quorums: Quorums,
+    /// Whether each thread may run its own coordinator over TCP (false when
+    /// a test injected a transport, which lives on one thread).
+    per_thread_coordinators: bool,
     /// When it started.
     pub started: Instant,
     store: Arc<RocksStore>,
@@ -163,9 +175,8 @@ impl Node {
             source,
         })?;
 
-        let shards = if config.sync_writes { SHARDS_SYNC } else { SHARDS };
+        let shards = if config.sync_writes { SHARDS_SYNC } else { shards() };
         let replica = Replica::start(store.clone() as Arc<dyn Store>, shards);
-        let transport: Rc<dyn Transport> = options.transport.unwrap_or_else(|| Rc::new(TcpTransport::new()));
         let stats = Arc::new(NodeStats::default());
         let quorums = Quorums {
             n: config.n,
@@ -173,11 +184,14 @@ impl Node {
             w: config.w,
             timeout: Duration::from_millis(config.request_timeout_ms),
         };
+        let cell = ClusterCell::new(cluster.clone());
+        let per_thread_coordinators = options.transport.is_none();
+        let transport: Rc<dyn Transport> = options.transport.unwrap_or_else(|| Rc::new(TcpTransport::new()));
         let coordinator = Coordinator::new(
             config.node_id.clone(),
             actor.clone(),
             quorums,
-            Arc::new(cluster.clone()),
+            cell.clone(),
             transport.clone(),
             replica.clone(),
             stats.clone(),
@@ -192,9 +206,9 @@ impl Node {
             transport,
             replica.clone(),
             StdRng::seed_from_u64(rng.gen()),
+            cell.clone(),
         )
         .start();
-        gossiper.do_send(Subscribe(coordinator.clone().recipient()));
 
         let handler: Rc<dyn PeerHandler> = Rc::new(Dispatcher {
             replica: replica.clone(),
@@ -220,9 +234,31 @@ impl Node {
             replica,
             stats,
             peer_addr,
+            cluster: cell,
+            quorums,
+            per_thread_coordinators,
             started: Instant::now(),
             store,
         })
+    }
+
+    /// A coordinator for the calling thread (an HTTP worker): its own actor
+    /// and peer connections, so requests need not hop to another thread.
+    /// Must be called on an actix arbiter.
+    pub fn thread_coordinator(&self) -> Addr<Coordinator> {
+        if !self.per_thread_coordinators {
+            return self.coordinator.clone();
+        }
+        Coordinator::new(
+            self.config.node_id.clone(),
+            self.actor.clone(),
+            self.quorums,
+            self.cluster.clone(),
+            Rc::new(TcpTransport::new()),
+            self.replica.clone(),
+            self.stats.clone(),
+        )
+        .start()
     }
 
     /// Make every write durable and quiesce the store (at shutdown, after

@@ -50,6 +50,9 @@ impl RocksStore {
         opts.set_write_buffer_size(16 * 1024 * 1024);
         opts.set_max_total_wal_size(128 * 1024 * 1024);
         opts.set_enable_pipelined_write(true);
+        // Writers that spin and yield waiting for the group leader burn the
+        // CPU a small machine needs for serving: block instead.
+        opts.set_enable_write_thread_adaptive_yield(false);
         let cf = |name| {
             let mut o = Options::default();
             o.set_write_buffer_size(16 * 1024 * 1024);

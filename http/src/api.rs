@@ -37,6 +37,8 @@ pub const X_REPLICAS: &str = "x-dynamo-replicas";
 pub struct AppState {
     /// The node behind this front door.
     pub node: Node,
+    /// This worker thread's coordinator.
+    pub coordinator: actix::Addr<dynamo_actors::coordinator::Coordinator>,
     /// Request counters.
     pub metrics: Arc<RequestMetrics>,
 }
@@ -201,7 +203,7 @@ fn op_failed(e: ApiError) -> (ApiError, Option<OpError>) {
 }
 
 async fn run_op(state: &AppState, op: ClientOp) -> Result<ClientReply, (ApiError, Option<OpError>)> {
-    let sent = state.node.coordinator.send(Coordinate { op, may_forward: true }).await;
+    let sent = state.coordinator.send(Coordinate { op, may_forward: true }).await;
     match sent {
         Err(e) => Err(op_failed(ApiError::Internal(format!("coordinator unavailable: {e}")))),
         Ok(Err(e)) => Err((ApiError::from(e.clone()), Some(e))),

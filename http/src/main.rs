@@ -68,8 +68,8 @@ struct ServeArgs {
     #[arg(long, env = "DYNAMO_CLIENT_TOKEN", hide_env_values = true)]
     client_token: Option<String>,
     /// HTTP worker threads.
-    #[arg(long, env = "DYNAMO_HTTP_WORKERS", default_value_t = 2)]
-    http_workers: usize,
+    #[arg(long, env = "DYNAMO_HTTP_WORKERS")]
+    http_workers: Option<usize>,
 }
 
 #[derive(Args)]
@@ -109,6 +109,7 @@ impl ServeArgs {
             sync_writes: self.sync_writes,
             cluster_secret: self.cluster_secret,
             client_token: self.client_token,
+            http_workers: self.http_workers,
         });
         config.validate()?;
         Ok(config)
@@ -132,11 +133,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let workers = args.http_workers;
     let config = args.into_config()?;
     let listener = server::bind_http(&config.http_addr)?;
     actix_web::rt::System::new().block_on(async move {
-        let running = server::start(config, listener, NodeOptions::default(), workers).await?;
+        let running = server::start(config, listener, NodeOptions::default()).await?;
         log::info!("node {} serving clients", running.node.config.node_id);
         running.server.await?;
         running.node.close();
@@ -159,6 +159,7 @@ fn dev(args: DevArgs) -> anyhow::Result<()> {
             n: 3.min(k as usize),
             r: 2.min(k as usize),
             w: 2.min(k as usize),
+            http_workers: 1,
             ..Config::default()
         })
         .collect();
@@ -170,7 +171,7 @@ fn dev(args: DevArgs) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let mut servers = Vec::new();
         for (config, listener) in configs.into_iter().zip(listeners) {
-            let running = server::start(config, listener, NodeOptions::default(), 1).await?;
+            let running = server::start(config, listener, NodeOptions::default()).await?;
             let c = &running.node.config;
             println!(
                 "{}: http://{}  (peer {}, data {})",

@@ -55,16 +55,20 @@ pub async fn start(
     config: Config,
     listener: std::net::TcpListener,
     options: NodeOptions,
-    workers: usize,
 ) -> Result<Running, ServeError> {
+    let workers = config.http_workers;
     let node = Node::start(config, options).await?;
-    let state = AppState {
-        node: node.clone(),
-        metrics: Arc::new(RequestMetrics::default()),
-    };
+    let metrics = Arc::new(RequestMetrics::default());
+    let shared = node.clone();
     let server = HttpServer::new(move || {
+        // Runs once per worker thread: each gets its own coordinator.
+        let state = AppState {
+            node: shared.clone(),
+            coordinator: shared.thread_coordinator(),
+            metrics: metrics.clone(),
+        };
         App::new()
-            .app_data(web::Data::new(state.clone()))
+            .app_data(web::Data::new(state))
             .wrap(actix_web::middleware::from_fn(require_token))
             .configure(configure)
     })
