@@ -112,6 +112,8 @@ pub enum PeerRequest {
     Coordinate(ClientOp),
     /// Push-pull gossip: the sender's view; the answer is the receiver's.
     Gossip(ClusterState),
+    /// Are you there? (the failure detector's probe of a silent peer)
+    Ping,
 }
 
 /// The answer to a [`PeerRequest`].
@@ -125,6 +127,8 @@ pub enum PeerResponse {
     Coordinated(Result<ClientReply, OpError>),
     /// `Gossip` answer.
     Gossip(ClusterState),
+    /// `Ping` answer.
+    Pong,
     /// The request failed on the receiver.
     Error(String),
 }

@@ -98,6 +98,24 @@ impl TestCluster {
         }
     }
 
+    /// Wait (bounded) until every node's failure detector sees every peer up.
+    async fn await_all_live(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all_up = self.nodes.iter().all(|node| {
+                let view = node.liveness.get();
+                self.nodes
+                    .iter()
+                    .all(|other| view.of(&other.config.node_id) == dynamo_actors::failure_detector::Liveness::Up)
+            });
+            if all_up {
+                return;
+            }
+            assert!(Instant::now() < deadline, "peers not seen up again after heal");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn run(&self, via: usize, key: &str, kind: OpKind, quorum: usize) -> Result<ClientReply, OpError> {
         let op = ClientOp {
             key: key.as_bytes().to_vec(),
@@ -158,6 +176,7 @@ async fn acknowledged_writes_survive_lossy_and_slow_links() {
     }
     assert!(!acked.is_empty(), "no write succeeded (seed {seed:#x})");
     c.faults.heal();
+    c.await_all_live().await;
     for (key, value) in &acked {
         for via in 0..3 {
             let object = c.get(via, key, 2).await.expect("read after heal");
@@ -190,6 +209,7 @@ async fn partitioned_sides_both_accept_writes_and_heal_into_siblings() {
     }
 
     c.faults.heal();
+    c.await_all_live().await;
     for key in &keys {
         let object = c.get(2, key, 3).await.expect("read all replicas after heal");
         let found = values(&object);

@@ -28,6 +28,7 @@ use dynamo_core::{Actor as ClockActor, NodeId, Object, Value, VersionVector};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::failure_detector::{LivenessCell, LivenessView, Unresponsive};
 use crate::gossiper::ClusterCell;
 use crate::replica::Replica;
 use crate::stats::NodeStats;
@@ -61,6 +62,22 @@ pub struct Quorums {
     pub timeout: Duration,
 }
 
+/// The node-wide pieces a coordinator works with.
+pub struct CoordinatorParts {
+    /// The cluster view.
+    pub cluster: Arc<ClusterCell>,
+    /// Liveness verdicts.
+    pub liveness: Arc<LivenessCell>,
+    /// Where to report unresponsive peers.
+    pub detector: Recipient<Unresponsive>,
+    /// Peer calls.
+    pub transport: Rc<dyn Transport>,
+    /// The local replica.
+    pub replica: Replica,
+    /// Counters.
+    pub stats: Arc<NodeStats>,
+}
+
 /// What every request of this node shares.
 struct Shared {
     me: NodeId,
@@ -69,6 +86,20 @@ struct Shared {
     transport: Rc<dyn Transport>,
     replica: Replica,
     stats: Arc<NodeStats>,
+    liveness: Arc<LivenessCell>,
+    detector: Recipient<Unresponsive>,
+}
+
+impl Shared {
+    /// A call to `target` failed: tell the failure detector, which routes
+    /// around it until it answers a probe.
+    fn report_failure(&self, target: &Target) {
+        NodeStats::bump(&self.stats.peer_failures);
+        self.detector.do_send(Unresponsive {
+            node: target.node.clone(),
+            addr: target.addr.clone(),
+        });
+    }
 }
 
 /// The coordinator actor.
@@ -79,25 +110,19 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// A coordinator for node `me`, minting dots as `actor`.
-    pub fn new(
-        me: NodeId,
-        actor: ClockActor,
-        quorums: Quorums,
-        cluster: Arc<ClusterCell>,
-        transport: Rc<dyn Transport>,
-        replica: Replica,
-        stats: Arc<NodeStats>,
-    ) -> Self {
+    pub fn new(me: NodeId, actor: ClockActor, quorums: Quorums, parts: CoordinatorParts) -> Self {
         Coordinator {
             shared: Rc::new(Shared {
                 me,
                 actor,
                 quorums,
-                transport,
-                replica,
-                stats,
+                transport: parts.transport,
+                replica: parts.replica,
+                stats: parts.stats,
+                liveness: parts.liveness,
+                detector: parts.detector,
             }),
-            cluster,
+            cluster: parts.cluster,
         }
     }
 }
@@ -125,11 +150,13 @@ struct Target {
     addr: String,
 }
 
-/// The key's preference list, resolved to addresses.
-fn targets(cluster: &ClusterState, key: &[u8], n: usize) -> Vec<Target> {
+/// The key's preference list, resolved to addresses: the first N healthy
+/// nodes walking the ring (sloppy quorum, Dynamo §4.6).
+fn targets(cluster: &ClusterState, liveness: &LivenessView, me: &str, key: &[u8], n: usize) -> Vec<Target> {
     let partition = partition_of(key, cluster.ring.partitions());
-    // Until failure detection exists every non-removed member counts as live.
-    let live = |node: &str| cluster.member(node).is_some_and(|m| m.state != MemberState::Removed);
+    let live = |node: &str| {
+        cluster.member(node).is_some_and(|m| m.state != MemberState::Removed) && (node == me || liveness.is_live(node))
+    };
     cluster
         .ring
         .preference_list(partition, n, live)
@@ -161,7 +188,7 @@ async fn coordinate(
             q.n
         )));
     }
-    let targets = targets(&cluster, &op.key, q.n);
+    let targets = targets(&cluster, &shared.liveness.get(), &shared.me, &op.key, q.n);
     let local = targets.iter().any(|t| t.node == shared.me);
     if !local && may_forward && !targets.is_empty() {
         return forward(&shared, targets, op, needed).await;
@@ -203,7 +230,7 @@ async fn forward(shared: &Shared, targets: Vec<Target>, op: ClientOp, needed: us
             Ok(PeerResponse::Coordinated(result)) => return result,
             Ok(other) => log::warn!("{} answered a forwarded request with {other:?}", target.node),
             Err(e) => {
-                NodeStats::bump(&shared.stats.peer_failures);
+                shared.report_failure(&target);
                 log::debug!("forwarding to {} failed: {e}", target.node);
             }
         }
@@ -269,12 +296,13 @@ async fn write(
             shared.quorums.timeout,
         );
         let tx = tx.clone();
-        let stats = shared.stats.clone();
+        let shared = shared.clone();
+        let target = target.clone();
         // Spawned, not awaited: replicas beyond W finish in the background.
         tokio::task::spawn_local(async move {
             let stored = matches!(call.await, Ok(PeerResponse::Stored));
             if !stored {
-                NodeStats::bump(&stats.peer_failures);
+                shared.report_failure(&target);
             }
             let _ = tx.send((i, stored.then_some(()))).await;
         });
@@ -309,12 +337,13 @@ async fn read(shared: Rc<Shared>, targets: Vec<Target>, key: Vec<u8>, needed: us
                 PeerRequest::Fetch { key: key.clone() },
                 shared.quorums.timeout,
             );
-            let stats = shared.stats.clone();
+            let shared = shared.clone();
+            let target = target.clone();
             tokio::task::spawn_local(async move {
                 let answer = match call.await {
                     Ok(PeerResponse::Fetched(object)) => Some(object.unwrap_or_default()),
                     _ => {
-                        NodeStats::bump(&stats.peer_failures);
+                        shared.report_failure(&target);
                         None
                     }
                 };

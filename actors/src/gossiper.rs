@@ -10,10 +10,9 @@
 //! with its membership and ring) and published in a [`ClusterCell`] that
 //! coordinators on every thread read.
 
-use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use dynamo_core::membership::ClusterState;
@@ -22,6 +21,7 @@ use dynamo_core::NodeId;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
+use crate::failure_detector::{FailureDetector, Heartbeat};
 use crate::replica::Replica;
 use crate::transport::Transport;
 
@@ -64,8 +64,6 @@ impl ClusterCell {
 pub struct ClusterView {
     /// Members and ring.
     pub state: Arc<ClusterState>,
-    /// Milliseconds since each member's heartbeat last advanced here.
-    pub last_seen_ms: BTreeMap<NodeId, u64>,
 }
 
 /// The gossiper actor.
@@ -78,8 +76,8 @@ pub struct Gossiper {
     transport: Rc<dyn Transport>,
     replica: Replica,
     rng: StdRng,
-    last_seen: HashMap<NodeId, Instant>,
     cell: Arc<ClusterCell>,
+    detector: Addr<FailureDetector>,
 }
 
 impl Gossiper {
@@ -95,6 +93,7 @@ impl Gossiper {
         replica: Replica,
         rng: StdRng,
         cell: Arc<ClusterCell>,
+        detector: Addr<FailureDetector>,
     ) -> Self {
         Gossiper {
             me,
@@ -105,8 +104,8 @@ impl Gossiper {
             transport,
             replica,
             rng,
-            last_seen: HashMap::new(),
             cell,
+            detector,
         }
     }
 
@@ -124,14 +123,16 @@ impl Gossiper {
     /// Merge a view and react to what changed.
     fn absorb(&mut self, other: &ClusterState) {
         let before = Self::shape(&self.state);
-        let now = Instant::now();
         for (id, theirs) in &other.members {
             let newer = self
                 .state
                 .member(id)
                 .is_none_or(|ours| (theirs.generation, theirs.version) > (ours.generation, ours.version));
             if newer {
-                self.last_seen.insert(id.clone(), now);
+                self.detector.do_send(Heartbeat {
+                    node: id.clone(),
+                    addr: theirs.peer_addr.clone(),
+                });
             }
         }
         self.state.merge(other);
@@ -198,7 +199,14 @@ impl Actor for Gossiper {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.last_seen.insert(self.me.clone(), Instant::now());
+        // Start every known member's clock: one that never speaks again is
+        // convicted after the usual delay.
+        for m in self.state.members.values() {
+            self.detector.do_send(Heartbeat {
+                node: m.node_id.clone(),
+                addr: m.peer_addr.clone(),
+            });
+        }
         if self.state.claim(&self.me, self.n) {
             self.announce();
         }
@@ -218,26 +226,8 @@ impl Handler<GossipSyn> for Gossiper {
 impl Handler<GetView> for Gossiper {
     type Result = MessageResult<GetView>;
     fn handle(&mut self, _: GetView, _: &mut Self::Context) -> Self::Result {
-        let now = Instant::now();
-        let last_seen_ms = self
-            .state
-            .members
-            .keys()
-            .map(|id| {
-                let ms = if *id == self.me {
-                    0
-                } else {
-                    self.last_seen
-                        .get(id)
-                        .map(|t| now.duration_since(*t).as_millis() as u64)
-                        .unwrap_or(u64::MAX)
-                };
-                (id.clone(), ms)
-            })
-            .collect();
         MessageResult(ClusterView {
             state: Arc::new(self.state.clone()),
-            last_seen_ms,
         })
     }
 }

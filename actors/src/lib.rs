@@ -2,13 +2,15 @@
 //!
 //! One actor per long-lived role: the [`replica`] store (RocksDB shards on
 //! their own threads), the [`coordinator`] that runs client operations
-//! against a key's replicas, and the [`gossiper`] that spreads membership.
+//! against a key's replicas, the [`gossiper`] that spreads membership, and
+//! the [`failure_detector`] that judges which peers are alive.
 //! The [`transport`] carries typed messages between nodes and can be faulted
 //! in tests; [`node`] wires one process together.
 
 #![warn(missing_docs)]
 
 pub mod coordinator;
+pub mod failure_detector;
 pub mod gossiper;
 pub mod node;
 pub mod replica;

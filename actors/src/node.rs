@@ -24,7 +24,8 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::coordinator::{Coordinate, Coordinator, Quorums};
+use crate::coordinator::{Coordinate, Coordinator, CoordinatorParts, Quorums};
+use crate::failure_detector::{FailureDetector, LivenessCell};
 use crate::gossiper::{ClusterCell, GossipSyn, Gossiper, CLUSTER_META};
 use crate::replica::Replica;
 use crate::rocks::RocksStore;
@@ -125,6 +126,9 @@ pub struct Node {
     pub peer_addr: SocketAddr,
     /// The cluster view the gossiper publishes.
     pub cluster: Arc<ClusterCell>,
+    /// The failure detector's verdicts.
+    pub liveness: Arc<LivenessCell>,
+    detector: Addr<FailureDetector>,
     quorums: Quorums,
     /// Whether each thread may run its own coordinator over TCP (false when
     /// a test injected a transport, which lives on one thread).
@@ -187,14 +191,26 @@ impl Node {
         let cell = ClusterCell::new(cluster.clone());
         let per_thread_coordinators = options.transport.is_none();
         let transport: Rc<dyn Transport> = options.transport.unwrap_or_else(|| Rc::new(TcpTransport::new()));
+        let liveness = Arc::new(LivenessCell::default());
+        let detector = FailureDetector::new(
+            config.node_id.clone(),
+            Duration::from_millis(config.gossip_interval_ms),
+            transport.clone(),
+            liveness.clone(),
+        )
+        .start();
         let coordinator = Coordinator::new(
             config.node_id.clone(),
             actor.clone(),
             quorums,
-            cell.clone(),
-            transport.clone(),
-            replica.clone(),
-            stats.clone(),
+            CoordinatorParts {
+                cluster: cell.clone(),
+                liveness: liveness.clone(),
+                detector: detector.clone().recipient(),
+                transport: transport.clone(),
+                replica: replica.clone(),
+                stats: stats.clone(),
+            },
         )
         .start();
         let gossiper = Gossiper::new(
@@ -207,6 +223,7 @@ impl Node {
             replica.clone(),
             StdRng::seed_from_u64(rng.gen()),
             cell.clone(),
+            detector.clone(),
         )
         .start();
 
@@ -235,6 +252,8 @@ impl Node {
             stats,
             peer_addr,
             cluster: cell,
+            liveness,
+            detector,
             quorums,
             per_thread_coordinators,
             started: Instant::now(),
@@ -253,10 +272,14 @@ impl Node {
             self.config.node_id.clone(),
             self.actor.clone(),
             self.quorums,
-            self.cluster.clone(),
-            Rc::new(TcpTransport::new()),
-            self.replica.clone(),
-            self.stats.clone(),
+            CoordinatorParts {
+                cluster: self.cluster.clone(),
+                liveness: self.liveness.clone(),
+                detector: self.detector.clone().recipient(),
+                transport: Rc::new(TcpTransport::new()),
+                replica: self.replica.clone(),
+                stats: self.stats.clone(),
+            },
         )
         .start()
     }
@@ -364,6 +387,7 @@ impl PeerHandler for Dispatcher {
                     Ok(state) => PeerResponse::Gossip(state),
                     Err(e) => failed(&e),
                 },
+                PeerRequest::Ping => PeerResponse::Pong,
             }
         }
         .boxed_local()

@@ -383,6 +383,8 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let ring = &view.state.ring;
     let owned = ring.owned_counts();
     let replicated = ring.replicated_counts(cfg.n);
+    let liveness = node.liveness.get();
+    let now = std::time::Instant::now();
     let members: Vec<serde_json::Value> = view
         .state
         .members
@@ -393,11 +395,22 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
                 "node_id": m.node_id,
                 "peer_addr": m.peer_addr,
                 "http_addr": m.http_addr,
-                "status": match m.state { MemberState::Leaving => "leaving", _ => "up" },
+                "status": match m.state {
+                    MemberState::Leaving => "leaving",
+                    _ if m.node_id == cfg.node_id => "up",
+                    _ => liveness.of(&m.node_id).as_str(),
+                },
                 "weight": m.weight,
                 "partitions_owned": owned.get(&m.node_id).copied().unwrap_or(0),
                 "partitions_replicated": replicated.get(&m.node_id).copied().unwrap_or(0),
-                "last_seen_ms": view.last_seen_ms.get(&m.node_id).copied().unwrap_or(u64::MAX),
+                "last_seen_ms": if m.node_id == cfg.node_id {
+                    0
+                } else {
+                    liveness
+                        .last_heard
+                        .get(&m.node_id)
+                        .map_or(0, |t| now.saturating_duration_since(*t).as_millis() as u64)
+                },
             })
         })
         .collect();
