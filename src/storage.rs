@@ -48,6 +48,36 @@ pub trait Store: Send + Sync + 'static {
     fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Size figures for `/status`.
     fn stats(&self) -> StoreStats;
+
+    /// The hinted object this node keeps for `owner` (sloppy quorum).
+    fn get_hint(&self, owner: &str, key: &[u8]) -> Result<Option<Object>, StoreError>;
+    /// Store a hint for `owner`, durably.
+    fn put_hint(&self, owner: &str, key: &[u8], object: &Object) -> Result<(), StoreError>;
+    /// Drop a hint (after its owner acknowledged it).
+    fn delete_hint(&self, owner: &str, key: &[u8]) -> Result<(), StoreError>;
+    /// Up to `limit` hints for `owner` with keys after `after`, in key order.
+    fn scan_hints(&self, owner: &str, after: Option<&[u8]>, limit: usize)
+        -> Result<Vec<(Vec<u8>, Object)>, StoreError>;
+    /// Number of hints held, for every owner together (read at start-up).
+    fn count_hints(&self) -> Result<u64, StoreError>;
+}
+
+/// The key of a hint in the hints keyspace: owners sort apart, and one
+/// owner's hints are contiguous, so handoff scans a prefix.
+pub fn hint_key(owner: &str, key: &[u8]) -> Vec<u8> {
+    let mut out = hint_prefix(owner);
+    out.extend_from_slice(key);
+    out
+}
+
+/// The prefix every hint for `owner` starts with.
+pub fn hint_prefix(owner: &str) -> Vec<u8> {
+    // Node ids are at most 255 bytes (checked by config validation).
+    let id = &owner.as_bytes()[..owner.len().min(255)];
+    let mut out = Vec::with_capacity(1 + id.len());
+    out.push(id.len() as u8);
+    out.extend_from_slice(id);
+    out
 }
 
 /// Encode an object for storage.
@@ -75,6 +105,7 @@ pub fn decode_object(bytes: &[u8]) -> Result<Object, StoreError> {
 pub struct MemStore {
     data: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     meta: Mutex<BTreeMap<String, Vec<u8>>>,
+    hints: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl MemStore {
@@ -112,6 +143,50 @@ impl Store for MemStore {
             .map_err(poisoned)?
             .insert(name.to_string(), value.to_vec());
         Ok(())
+    }
+
+    fn get_hint(&self, owner: &str, key: &[u8]) -> Result<Option<Object>, StoreError> {
+        let hints = self.hints.lock().map_err(poisoned)?;
+        hints.get(&hint_key(owner, key)).map(|b| decode_object(b)).transpose()
+    }
+
+    fn put_hint(&self, owner: &str, key: &[u8], object: &Object) -> Result<(), StoreError> {
+        self.hints
+            .lock()
+            .map_err(poisoned)?
+            .insert(hint_key(owner, key), encode_object(object));
+        Ok(())
+    }
+
+    fn delete_hint(&self, owner: &str, key: &[u8]) -> Result<(), StoreError> {
+        self.hints.lock().map_err(poisoned)?.remove(&hint_key(owner, key));
+        Ok(())
+    }
+
+    fn scan_hints(
+        &self,
+        owner: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Object)>, StoreError> {
+        let prefix = hint_prefix(owner);
+        let hints = self.hints.lock().map_err(poisoned)?;
+        let mut out = Vec::new();
+        for (k, v) in hints.range(prefix.clone()..) {
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let key = &k[prefix.len()..];
+            if after.is_some_and(|a| key <= a) {
+                continue;
+            }
+            out.push((key.to_vec(), decode_object(v)?));
+        }
+        Ok(out)
+    }
+
+    fn count_hints(&self) -> Result<u64, StoreError> {
+        Ok(self.hints.lock().map_err(poisoned)?.len() as u64)
     }
 
     fn stats(&self) -> StoreStats {

@@ -102,11 +102,16 @@ pub enum PeerRequest {
         key: Vec<u8>,
         /// The coordinator's object after its update.
         object: Object,
+        /// Set when the receiver stands in for this down owner: keep it as
+        /// a hint to hand back (sloppy quorum, Dynamo §4.6).
+        hint_for: Option<NodeId>,
     },
     /// Read the replica's object for `key`.
     Fetch {
         /// The key.
         key: Vec<u8>,
+        /// Include the hint kept for this owner.
+        hint_for: Option<NodeId>,
     },
     /// Coordinate a client operation (sent by a node that is not a replica).
     Coordinate(ClientOp),

@@ -22,7 +22,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use dynamo_core::membership::{ClusterState, MemberState};
 use dynamo_core::quorum::{Outcome, Tally};
-use dynamo_core::ring::partition_of;
+use dynamo_core::ring::{partition_of, Role};
 use dynamo_core::wire::{ClientOp, ClientReply, OpError, OpKind, PeerRequest, PeerResponse};
 use dynamo_core::{Actor as ClockActor, NodeId, Object, Value, VersionVector};
 use tokio::sync::mpsc;
@@ -148,16 +148,32 @@ impl Handler<Coordinate> for Coordinator {
 struct Target {
     node: NodeId,
     addr: String,
+    /// Set when the target stands in for this down primary.
+    hint_for: Option<NodeId>,
 }
 
-/// The key's preference list, resolved to addresses: the first N healthy
-/// nodes walking the ring (sloppy quorum, Dynamo §4.6).
-fn targets(cluster: &ClusterState, liveness: &LivenessView, me: &str, key: &[u8], n: usize) -> Vec<Target> {
+impl Target {
+    fn is_primary(&self) -> bool {
+        self.hint_for.is_none()
+    }
+}
+
+/// Where a key's operation goes.
+struct Plan {
+    /// The first N healthy nodes walking the ring (sloppy quorum, Dynamo
+    /// §4.6), resolved to addresses.
+    targets: Vec<Target>,
+    /// Down primaries no fallback stands in for (the cluster has too few
+    /// live nodes): the coordinator keeps a hint for each, beyond W.
+    uncovered: Vec<NodeId>,
+}
+
+fn plan(cluster: &ClusterState, liveness: &LivenessView, me: &str, key: &[u8], n: usize) -> Plan {
     let partition = partition_of(key, cluster.ring.partitions());
     let live = |node: &str| {
         cluster.member(node).is_some_and(|m| m.state != MemberState::Removed) && (node == me || liveness.is_live(node))
     };
-    cluster
+    let targets: Vec<Target> = cluster
         .ring
         .preference_list(partition, n, live)
         .into_iter()
@@ -166,9 +182,24 @@ fn targets(cluster: &ClusterState, liveness: &LivenessView, me: &str, key: &[u8]
             Some(Target {
                 node: entry.node,
                 addr: member.peer_addr.clone(),
+                hint_for: match entry.role {
+                    Role::Primary => None,
+                    Role::Fallback { for_node } => Some(for_node),
+                },
             })
         })
-        .collect()
+        .collect();
+    let uncovered = cluster
+        .ring
+        .owners_of(partition, n)
+        .into_iter()
+        .filter(|owner| {
+            !targets
+                .iter()
+                .any(|t| &t.node == owner || t.hint_for.as_ref() == Some(owner))
+        })
+        .collect();
+    Plan { targets, uncovered }
 }
 
 async fn coordinate(
@@ -188,10 +219,22 @@ async fn coordinate(
             q.n
         )));
     }
-    let targets = targets(&cluster, &shared.liveness.get(), &shared.me, &op.key, q.n);
-    let local = targets.iter().any(|t| t.node == shared.me);
-    if !local && may_forward && !targets.is_empty() {
-        return forward(&shared, targets, op, needed).await;
+    let Plan { targets, uncovered } = plan(&cluster, &shared.liveness.get(), &shared.me, &op.key, q.n);
+    // Only a primary mints versions: its replica holds every earlier
+    // version it minted for the key, which is what keeps dots unique and
+    // contexts exact. Reads may be coordinated by anyone.
+    let is_write = !matches!(op.kind, OpKind::Get);
+    let can_coordinate = if is_write {
+        targets.iter().any(|t| t.node == shared.me && t.is_primary())
+    } else {
+        !may_forward || targets.iter().any(|t| t.node == shared.me)
+    };
+    if !can_coordinate {
+        let primaries: Vec<Target> = targets.into_iter().filter(|t| t.is_primary() || !is_write).collect();
+        if !may_forward || primaries.is_empty() {
+            return Err(unavailable(&shared, needed, 0, primaries.len()));
+        }
+        return forward(&shared, primaries, op, needed).await;
     }
     if targets.len() < needed {
         // Honest: never pretend a smaller cluster is N replicas.
@@ -199,8 +242,10 @@ async fn coordinate(
     }
     match op.kind {
         OpKind::Get => read(shared, targets, op.key, needed).await,
-        OpKind::Put { value, context } => write(&shared, targets, op.key, value, context, needed).await,
-        OpKind::Delete { context } => write(&shared, targets, op.key, Value::tombstone(), context, needed).await,
+        OpKind::Put { value, context } => write(&shared, targets, uncovered, op.key, value, context, needed).await,
+        OpKind::Delete { context } => {
+            write(&shared, targets, uncovered, op.key, Value::tombstone(), context, needed).await
+        }
     }
 }
 
@@ -267,6 +312,7 @@ async fn collect<T>(
 async fn write(
     shared: &Rc<Shared>,
     targets: Vec<Target>,
+    uncovered: Vec<NodeId>,
     key: Vec<u8>,
     value: Value,
     context: VersionVector,
@@ -280,6 +326,13 @@ async fn write(
         .update(key.clone(), context, shared.actor.clone(), value)
         .await
         .map_err(|e| OpError::Internal(e.to_string()))?;
+    // Hints for down owners nobody else stands in for: kept here, durably,
+    // but not counted towards W (this node already counts once).
+    let hints = futures::future::join_all(
+        uncovered
+            .into_iter()
+            .map(|owner| shared.replica.merge(key.clone(), object.clone(), Some(owner))),
+    );
     let mut tally = Tally::new(needed, targets.len());
     let (tx, mut rx) = mpsc::channel(targets.len().max(1));
     for (i, target) in targets.iter().enumerate() {
@@ -292,22 +345,36 @@ async fn write(
             PeerRequest::Replicate {
                 key: key.clone(),
                 object: object.clone(),
+                hint_for: target.hint_for.clone(),
             },
             shared.quorums.timeout,
         );
         let tx = tx.clone();
         let shared = shared.clone();
         let target = target.clone();
+        let (key, object) = (key.clone(), object.clone());
         // Spawned, not awaited: replicas beyond W finish in the background.
         tokio::task::spawn_local(async move {
             let stored = matches!(call.await, Ok(PeerResponse::Stored));
+            let _ = tx.send((i, stored.then_some(()))).await;
             if !stored {
                 shared.report_failure(&target);
+                // The primary missed this write: keep it here as a hint for
+                // it (not counted towards W), so handoff delivers it later.
+                if target.is_primary() {
+                    if let Err(e) = shared.replica.merge(key, object, Some(target.node.clone())).await {
+                        log::warn!("keeping a hint for {} failed: {e}", target.node);
+                    }
+                }
             }
-            let _ = tx.send((i, stored.then_some(()))).await;
         });
     }
     drop(tx);
+    for hint in hints.await {
+        if let Err(e) = hint {
+            log::warn!("keeping a hint failed: {e}");
+        }
+    }
     match collect(&mut tally, &mut rx, deadline, |_, ()| {}).await {
         Outcome::Reached => Ok(ClientReply::Written {
             context: clock,
@@ -328,13 +395,16 @@ async fn read(shared: Rc<Shared>, targets: Vec<Target>, key: Vec<u8>, needed: us
             let replica = shared.replica.clone();
             let key = key.clone();
             tokio::task::spawn_local(async move {
-                let answer = replica.get(key).await.ok().map(Option::unwrap_or_default);
+                let answer = replica.get(key, None).await.ok().map(Option::unwrap_or_default);
                 let _ = tx.send((i, answer)).await;
             });
         } else {
             let call = shared.transport.call(
                 &target.addr,
-                PeerRequest::Fetch { key: key.clone() },
+                PeerRequest::Fetch {
+                    key: key.clone(),
+                    hint_for: target.hint_for.clone(),
+                },
                 shared.quorums.timeout,
             );
             let shared = shared.clone();
@@ -398,13 +468,14 @@ async fn read_repair(
         }
         NodeStats::bump(&shared.stats.read_repairs);
         if target.node == shared.me {
-            if let Err(e) = shared.replica.merge(key.clone(), merged.clone()).await {
+            if let Err(e) = shared.replica.merge(key.clone(), merged.clone(), None).await {
                 log::warn!("read repair of the local replica failed: {e}");
             }
         } else {
             let request = PeerRequest::Replicate {
                 key: key.clone(),
                 object: merged.clone(),
+                hint_for: target.hint_for.clone(),
             };
             let _ = shared
                 .transport

@@ -3,7 +3,8 @@
 //! One actor per long-lived role: the [`replica`] store (RocksDB shards on
 //! their own threads), the [`coordinator`] that runs client operations
 //! against a key's replicas, the [`gossiper`] that spreads membership, and
-//! the [`failure_detector`] that judges which peers are alive.
+//! the [`failure_detector`] that judges which peers are alive, and
+//! [`handoff`], which hands hints back to owners that return.
 //! The [`transport`] carries typed messages between nodes and can be faulted
 //! in tests; [`node`] wires one process together.
 
@@ -12,6 +13,7 @@
 pub mod coordinator;
 pub mod failure_detector;
 pub mod gossiper;
+pub mod handoff;
 pub mod node;
 pub mod replica;
 pub mod rocks;

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use crate::coordinator::{Coordinate, Coordinator, CoordinatorParts, Quorums};
 use crate::failure_detector::{FailureDetector, LivenessCell};
 use crate::gossiper::{ClusterCell, GossipSyn, Gossiper, CLUSTER_META};
+use crate::handoff::Handoff;
 use crate::replica::Replica;
 use crate::rocks::RocksStore;
 use crate::stats::NodeStats;
@@ -180,8 +181,12 @@ impl Node {
         })?;
 
         let shards = if config.sync_writes { SHARDS_SYNC } else { shards() };
-        let replica = Replica::start(store.clone() as Arc<dyn Store>, shards);
         let stats = Arc::new(NodeStats::default());
+        let pending_hints = store.count_hints().map_err(store_err)?;
+        stats
+            .hints_pending
+            .store(pending_hints, std::sync::atomic::Ordering::Relaxed);
+        let replica = Replica::start(store.clone() as Arc<dyn Store>, shards, stats.clone());
         let quorums = Quorums {
             n: config.n,
             r: config.r,
@@ -219,11 +224,22 @@ impl Node {
             cluster,
             config.other_seeds(),
             Duration::from_millis(config.gossip_interval_ms),
-            transport,
+            transport.clone(),
             replica.clone(),
             StdRng::seed_from_u64(rng.gen()),
             cell.clone(),
             detector.clone(),
+        )
+        .start();
+
+        Handoff::new(
+            config.node_id.clone(),
+            Duration::from_millis(config.gossip_interval_ms),
+            quorums.timeout,
+            cell.clone(),
+            liveness.clone(),
+            replica.clone(),
+            transport.clone(),
         )
         .start();
 
@@ -371,11 +387,11 @@ impl PeerHandler for Dispatcher {
         async move {
             let failed = |e: &dyn std::fmt::Display| PeerResponse::Error(e.to_string());
             match request {
-                PeerRequest::Replicate { key, object } => match replica.merge(key, object).await {
+                PeerRequest::Replicate { key, object, hint_for } => match replica.merge(key, object, hint_for).await {
                     Ok(_) => PeerResponse::Stored,
                     Err(e) => failed(&e),
                 },
-                PeerRequest::Fetch { key } => match replica.get(key).await {
+                PeerRequest::Fetch { key, hint_for } => match replica.get(key, hint_for).await {
                     Ok(object) => PeerResponse::Fetched(object),
                     Err(e) => failed(&e),
                 },

@@ -10,12 +10,13 @@
 use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard};
 
-use dynamo_core::storage::{decode_object, encode_object, Store, StoreError, StoreStats};
+use dynamo_core::storage::{decode_object, encode_object, hint_key, hint_prefix, Store, StoreError, StoreStats};
 use dynamo_core::Object;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
 
 const CF_DATA: &str = "data";
 const CF_META: &str = "meta";
+const CF_HINTS: &str = "hints";
 
 /// A RocksDB-backed store.
 pub struct RocksStore {
@@ -58,7 +59,8 @@ impl RocksStore {
             o.set_write_buffer_size(16 * 1024 * 1024);
             ColumnFamilyDescriptor::new(name, o)
         };
-        let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), [cf(CF_DATA), cf(CF_META)]).map_err(engine)?;
+        let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), [cf(CF_DATA), cf(CF_META), cf(CF_HINTS)])
+            .map_err(engine)?;
         Ok(RocksStore {
             db: RwLock::new(Some(db)),
             sync: sync_writes,
@@ -138,6 +140,69 @@ impl Store for RocksStore {
         let mut w = WriteOptions::default();
         w.set_sync(true);
         db.db().put_cf_opt(cf, name.as_bytes(), value, &w).map_err(engine)
+    }
+
+    fn get_hint(&self, owner: &str, key: &[u8]) -> Result<Option<Object>, StoreError> {
+        let db = self.db()?;
+        let cf = db.cf(CF_HINTS)?;
+        let found = db.db().get_pinned_cf(cf, hint_key(owner, key)).map_err(engine)?;
+        found.map(|bytes| decode_object(&bytes)).transpose()
+    }
+
+    fn put_hint(&self, owner: &str, key: &[u8], object: &Object) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let cf = db.cf(CF_HINTS)?;
+        db.db()
+            .put_cf_opt(cf, hint_key(owner, key), encode_object(object), &self.write_opts())
+            .map_err(engine)
+    }
+
+    fn delete_hint(&self, owner: &str, key: &[u8]) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let cf = db.cf(CF_HINTS)?;
+        db.db()
+            .delete_cf_opt(cf, hint_key(owner, key), &self.write_opts())
+            .map_err(engine)
+    }
+
+    fn scan_hints(
+        &self,
+        owner: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Object)>, StoreError> {
+        let db = self.db()?;
+        let cf = db.cf(CF_HINTS)?;
+        let prefix = hint_prefix(owner);
+        let start = match after {
+            Some(a) => hint_key(owner, a),
+            None => prefix.clone(),
+        };
+        let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in db.db().iterator_cf(cf, mode) {
+            let (k, v) = item.map_err(engine)?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let key = &k[prefix.len()..];
+            if after.is_some_and(|a| key <= a) {
+                continue;
+            }
+            out.push((key.to_vec(), decode_object(&v)?));
+        }
+        Ok(out)
+    }
+
+    fn count_hints(&self) -> Result<u64, StoreError> {
+        let db = self.db()?;
+        let cf = db.cf(CF_HINTS)?;
+        let mut n = 0;
+        for item in db.db().iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            item.map_err(engine)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn stats(&self) -> StoreStats {

@@ -14,6 +14,10 @@ pub struct NodeStats {
     pub forwarded: AtomicU64,
     /// Replica calls to peers that failed or timed out.
     pub peer_failures: AtomicU64,
+    /// Hints held for down owners, not yet delivered.
+    pub hints_pending: AtomicU64,
+    /// Hints delivered to their owners and dropped here.
+    pub hints_delivered: AtomicU64,
 }
 
 impl NodeStats {

@@ -426,7 +426,10 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         "ring_version": ring.version,
         "members": members,
         "storage": {"keys": storage.keys, "bytes": storage.bytes},
-        "hints": {"pending": 0, "delivered": 0},
+        "hints": {
+            "pending": NodeStats::get(&node.stats.hints_pending),
+            "delivered": NodeStats::get(&node.stats.hints_delivered),
+        },
         "anti_entropy": {"exchanges": 0, "keys_repaired": 0, "last_exchange_ms": null},
         "read_repairs": NodeStats::get(&node.stats.read_repairs),
         "requests": state.metrics.to_json(),
@@ -438,13 +441,22 @@ async fn admin_local(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
         return Err(ApiError::MethodNotAllowed(req.method().to_string()));
     }
     let key = key_of(&req, "/admin/local/")?;
-    let object = state
-        .node
-        .replica
-        .get(key)
+    let replica = &state.node.replica;
+    let internal = |e: dynamo_actors::replica::ReplicaError| ApiError::Internal(e.to_string());
+    let members: Vec<String> = state.node.cluster.get().members.keys().cloned().collect();
+    let hinted_for = replica.hinted_owners(key.clone(), members).await.map_err(internal)?;
+    // Everything this node stores for the key: its own replica and any
+    // hints it keeps for down owners.
+    let mut object = replica
+        .get(key.clone(), None)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(internal)?
         .unwrap_or_default();
+    for owner in &hinted_for {
+        if let Some(hinted) = replica.get(key.clone(), Some(owner.clone())).await.map_err(internal)? {
+            object = object.sync(&hinted);
+        }
+    }
     let versions: Vec<serde_json::Value> = object
         .versions()
         .iter()
@@ -459,5 +471,5 @@ async fn admin_local(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"versions": versions, "hinted_for": []})))
+    Ok(HttpResponse::Ok().json(json!({"versions": versions, "hinted_for": hinted_for})))
 }

@@ -478,6 +478,11 @@ impl Cluster {
         self.procs[i].is_running()
     }
 
+    /// The process id of node `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].pid()
+    }
+
     /// Panic (with logs) if a node that should run has exited.
     fn check_alive(&self, i: usize) {
         // try_exit needs &mut; peek through a cheap non-reaping check instead.
