@@ -121,6 +121,19 @@ pub enum PeerRequest {
     Ping,
 }
 
+impl PeerRequest {
+    /// A short name of the request's kind (for logs and fault injection).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerRequest::Replicate { .. } => "replicate",
+            PeerRequest::Fetch { .. } => "fetch",
+            PeerRequest::Coordinate(_) => "coordinate",
+            PeerRequest::Gossip(_) => "gossip",
+            PeerRequest::Ping => "ping",
+        }
+    }
+}
+
 /// The answer to a [`PeerRequest`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PeerResponse {

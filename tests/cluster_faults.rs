@@ -116,6 +116,15 @@ impl TestCluster {
         }
     }
 
+    /// Wait (bounded) until no node holds a hint.
+    async fn await_hints_delivered(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.nodes.iter().any(|n| n.replica.stats_pending_hints() > 0) {
+            assert!(Instant::now() < deadline, "hints not delivered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn run(&self, via: usize, key: &str, kind: OpKind, quorum: usize) -> Result<ClientReply, OpError> {
         let op = ClientOp {
             key: key.as_bytes().to_vec(),
@@ -210,6 +219,24 @@ async fn partitioned_sides_both_accept_writes_and_heal_into_siblings() {
 
     c.faults.heal();
     c.await_all_live().await;
+    // Without any read: hints flow back and every replica ends up holding
+    // both sides' writes.
+    c.await_hints_delivered().await;
+    for key in &keys {
+        for (i, node) in c.nodes.iter().enumerate() {
+            let local = node
+                .replica
+                .get(key.as_bytes().to_vec(), None)
+                .await
+                .expect("local read");
+            let found = values(&local.unwrap_or_default());
+            assert!(
+                found.contains("left") && found.contains("right"),
+                "{key} on node{}: {found:?} (seed {seed:#x})",
+                i + 1
+            );
+        }
+    }
     for key in &keys {
         let object = c.get(2, key, 3).await.expect("read all replicas after heal");
         let found = values(&object);
@@ -226,4 +253,42 @@ async fn partitioned_sides_both_accept_writes_and_heal_into_siblings() {
         let after = c.get(0, key, 3).await.expect("read resolution");
         assert_eq!(values(&after), BTreeSet::from(["merged".to_string()]));
     }
+}
+
+#[actix_rt::test]
+async fn read_repair_fixes_a_replica_that_missed_a_write() {
+    let seed = 0x5eed_0003;
+    let c = TestCluster::start(3, seed).await;
+    // node1's writes (and hand-offs) never reach node3; everything else does.
+    c.faults.block_kind(&c.addrs[0], &c.addrs[2], "replicate");
+    c.put(0, "repaired", "v1", 2).await.expect("w=2 without node3");
+    c.await_all_live().await;
+    let stale = c.nodes[2]
+        .replica
+        .get(b"repaired".to_vec(), None)
+        .await
+        .expect("local read");
+    assert!(stale.is_none(), "node3 should have missed the write (seed {seed:#x})");
+
+    // A read through node2 sees node3 is stale and repairs it.
+    let repairs_before = dynamo_actors::stats::NodeStats::get(&c.nodes[1].stats.read_repairs);
+    let object = c.get(1, "repaired", 3).await.expect("read all three");
+    assert_eq!(values(&object), BTreeSet::from(["v1".to_string()]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let local = c.nodes[2]
+            .replica
+            .get(b"repaired".to_vec(), None)
+            .await
+            .expect("local read");
+        if local.is_some_and(|o| values(&o) == BTreeSet::from(["v1".to_string()])) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read repair did not reach node3 (seed {seed:#x})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(dynamo_actors::stats::NodeStats::get(&c.nodes[1].stats.read_repairs) > repairs_before);
 }

@@ -332,6 +332,8 @@ pub struct Faults {
 struct FaultState {
     /// (from, to) peer-address pairs whose messages are lost.
     blocked: HashSet<(String, String)>,
+    /// (from, to, request kind) whose requests are lost.
+    blocked_kinds: HashSet<(String, String, &'static str)>,
     /// Extra latency per (from, to).
     delays: HashMap<(String, String), Duration>,
     /// Chance that any one message is lost.
@@ -345,6 +347,7 @@ impl Faults {
         Arc::new(Faults {
             state: Mutex::new(FaultState {
                 blocked: HashSet::new(),
+                blocked_kinds: HashSet::new(),
                 delays: HashMap::new(),
                 drop_rate: 0.0,
                 rng: StdRng::seed_from_u64(seed),
@@ -373,8 +376,16 @@ impl Faults {
     pub fn heal(&self) {
         self.with(|s| {
             s.blocked.clear();
+            s.blocked_kinds.clear();
             s.delays.clear();
             s.drop_rate = 0.0;
+        })
+    }
+
+    /// Lose requests of one kind (see `PeerRequest::kind`) from `from` to `to`.
+    pub fn block_kind(&self, from: &str, to: &str, kind: &'static str) {
+        self.with(|s| {
+            s.blocked_kinds.insert((from.to_string(), to.to_string(), kind));
         })
     }
 
@@ -392,10 +403,12 @@ impl Faults {
 
     /// What happens to one message from `from` to `to`: `None` if lost,
     /// else the delay to apply.
-    fn fate(&self, from: &str, to: &str) -> Option<Duration> {
+    fn fate(&self, from: &str, to: &str, kind: Option<&'static str>) -> Option<Duration> {
         self.with(|s| {
             let key = (from.to_string(), to.to_string());
-            let lost = s.blocked.contains(&key) || (s.drop_rate > 0.0 && s.rng.gen_bool(s.drop_rate.min(1.0)));
+            let lost = s.blocked.contains(&key)
+                || kind.is_some_and(|k| s.blocked_kinds.contains(&(key.0.clone(), key.1.clone(), k)))
+                || (s.drop_rate > 0.0 && s.rng.gen_bool(s.drop_rate.min(1.0)));
             (!lost).then(|| s.delays.get(&key).copied().unwrap_or_default())
         })
     }
@@ -428,8 +441,8 @@ impl Transport for FaultyTransport {
         request: PeerRequest,
         timeout: Duration,
     ) -> LocalBoxFuture<'static, Result<PeerResponse, TransportError>> {
-        let outbound = self.faults.fate(&self.from, peer);
-        let inbound = self.faults.fate(peer, &self.from);
+        let outbound = self.faults.fate(&self.from, peer, Some(request.kind()));
+        let inbound = self.faults.fate(peer, &self.from, None);
         let inner = self.inner.clone();
         let peer = peer.to_string();
         async move {
