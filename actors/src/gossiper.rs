@@ -135,6 +135,20 @@ impl Gossiper {
                 });
             }
         }
+        // Someone remembers a later incarnation of this node (its data dir
+        // was wiped, or its clock went back): outrank it, or our heartbeats
+        // would lose to the stale entry and we would look dead.
+        let ours = self.state.member(&self.me).map(|m| (m.generation, m.version));
+        if let (Some(ours), Some(theirs)) = (ours, other.member(&self.me)) {
+            if (theirs.generation, theirs.version) > ours {
+                let generation = theirs.generation + 1;
+                if let Some(me) = self.state.members.get_mut(&self.me) {
+                    log::info!("a newer entry for this node was gossiped; taking generation {generation}");
+                    me.generation = generation;
+                    me.version = 1;
+                }
+            }
+        }
         self.state.merge(other);
         self.state.claim(&self.me, self.n);
         if Self::shape(&self.state) != before {

@@ -309,6 +309,16 @@ impl Node {
     }
 }
 
+/// A generation above `previous` and above any this node id used before its
+/// data dir was wiped: seconds since the Unix epoch, as Cassandra does, so
+/// a fresh incarnation still outranks its predecessor's gossip.
+fn fresh_generation(previous: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    now.max(previous + 1)
+}
+
 fn load_identity(store: &dyn Store, config: &Config, rng: &mut StdRng, dir: &str) -> Result<Identity, NodeError> {
     let stored = store.get_meta(IDENTITY_META).map_err(|source| NodeError::Store {
         dir: dir.to_string(),
@@ -318,7 +328,7 @@ fn load_identity(store: &dyn Store, config: &Config, rng: &mut StdRng, dir: &str
         None => Ok(Identity {
             node_id: config.node_id.clone(),
             epoch: rng.gen(),
-            generation: 1,
+            generation: fresh_generation(0),
         }),
         Some(bytes) => {
             let mut identity: Identity = postcard::from_bytes(&bytes).map_err(|_| NodeError::Corrupt {
@@ -332,7 +342,7 @@ fn load_identity(store: &dyn Store, config: &Config, rng: &mut StdRng, dir: &str
                     configured: config.node_id.clone(),
                 });
             }
-            identity.generation += 1;
+            identity.generation = fresh_generation(identity.generation);
             Ok(identity)
         }
     }
