@@ -79,3 +79,45 @@ fn a_wiped_node_never_reuses_its_old_clock_identity() {
         "{g:?}"
     );
 }
+
+#[test]
+fn ring_lists_every_partition_with_its_range_and_owners() {
+    let c = Cluster::start(3, Opts::default());
+    let ring = c.get(1, "/ring").json();
+    let parts = ring["partitions"].as_array().unwrap_or_else(|| panic!("{ring}"));
+    assert_eq!(parts.len() as u64, PARTITIONS, "{ring}");
+    assert_eq!(ring["n"], N);
+    let mut next_start = 0u128;
+    for (i, p) in parts.iter().enumerate() {
+        assert_eq!(p["index"], i as u64);
+        let start = u128::from_str_radix(p["start"].as_str().unwrap_or(""), 16).expect("hex start");
+        let end = u128::from_str_radix(p["end"].as_str().unwrap_or(""), 16).expect("hex end");
+        assert_eq!(start, next_start, "ranges must tile the ring");
+        assert!(end >= start);
+        next_start = end.wrapping_add(1);
+        let owners: BTreeSet<&str> = p["owners"]
+            .as_array()
+            .map(|o| o.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(owners.len() as u64, N, "{p}");
+    }
+    assert_eq!(next_start, 0, "the last range must end at 2^128 - 1");
+    // The owners the ring names are where a key's replicas are.
+    let key = b"ring-check";
+    let r = c.kv(0, "PUT", key).query("w", "3").body(b"x").send();
+    assert_eq!(r.status, 204);
+    let digest = md5_partition(key, PARTITIONS as u32);
+    let owners: BTreeSet<String> = parts[digest as usize]["owners"]
+        .as_array()
+        .map(|o| o.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let holders: BTreeSet<String> = (0..3)
+        .filter(|&j| !local_versions(&c.admin_local(j, key)).is_empty())
+        .map(node_id)
+        .collect();
+    assert_eq!(owners, holders);
+}
+
+fn md5_partition(key: &[u8], q: u32) -> u32 {
+    dynamo_core::ring::partition_of(key, q)
+}

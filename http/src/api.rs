@@ -63,6 +63,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/ring")
+            .route(web::get().to(ring))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/admin/local/{key:.*}")
             .route(web::get().to(admin_local))
             .default_service(web::to(method_not_allowed)),
@@ -434,6 +439,39 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         "read_repairs": NodeStats::get(&node.stats.read_repairs),
         "requests": state.metrics.to_json(),
     })))
+}
+
+/// SPEC §4: the partition map, so a partition-aware client can send a
+/// request straight to a coordinator and a dashboard can draw the ring.
+async fn ring(state: web::Data<AppState>) -> HttpResponse {
+    let cluster = state.node.cluster.get();
+    let ring = &cluster.ring;
+    let q = ring.partitions();
+    let n = state.node.config.n;
+    let partitions: Vec<serde_json::Value> = (0..q)
+        .map(|p| {
+            let start = dynamo_core::ring::partition_start(p, q);
+            let end = if p + 1 == q {
+                u128::MAX
+            } else {
+                dynamo_core::ring::partition_start(p + 1, q) - 1
+            };
+            json!({
+                "index": p,
+                // 128-bit positions as hex strings: JSON numbers cannot hold them.
+                "start": format!("{start:032x}"),
+                "end": format!("{end:032x}"),
+                "owners": ring.owners_of(p, n),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "partitions": partitions,
+        "q": q,
+        "n": n,
+        "version": ring.version,
+        "hash": "md5",
+    }))
 }
 
 async fn admin_local(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
