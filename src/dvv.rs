@@ -241,10 +241,14 @@ impl Object {
     /// drop exactly the siblings the client's `context` has seen, and add
     /// the new version. Returns the new object and the new version's clock
     /// (the context the client gets back).
-    pub fn update(&self, context: &VersionVector, actor: &Actor, value: Value) -> (Object, VersionVector) {
-        // Never reuse a counter: above everything this replica knows for the
-        // actor, and above anything the client claims to have seen from it.
-        let counter = self.context().get(actor).max(context.get(actor)) + 1;
+    ///
+    /// The new counter exceeds everything this replica knows for the actor,
+    /// anything the client claims to have seen from it, and `floor` — the
+    /// actor's node-wide high-water mark, which keeps counters rising even
+    /// for a key whose history was purged, so an old context can never
+    /// cover a version written after the purge.
+    pub fn update(&self, context: &VersionVector, actor: &Actor, value: Value, floor: u64) -> (Object, VersionVector) {
+        let counter = self.context().get(actor).max(context.get(actor)).max(floor) + 1;
         let dot = Dot {
             actor: actor.clone(),
             counter,
@@ -310,8 +314,8 @@ mod tests {
     #[test]
     fn write_with_context_supersedes() {
         let o = Object::empty();
-        let (o, c1) = o.update(&VersionVector::new(), &a("x"), val("v1"));
-        let (o, _) = o.update(&c1, &a("x"), val("v2"));
+        let (o, c1) = o.update(&VersionVector::new(), &a("x"), val("v1"), 0);
+        let (o, _) = o.update(&c1, &a("x"), val("v2"), 0);
         assert_eq!(o.versions().len(), 1);
         assert_eq!(o.versions()[0].value, val("v2"));
     }
@@ -319,20 +323,20 @@ mod tests {
     #[test]
     fn blind_writes_through_one_node_are_siblings() {
         let o = Object::empty();
-        let (o, _) = o.update(&VersionVector::new(), &a("x"), val("v1"));
-        let (o, _) = o.update(&VersionVector::new(), &a("x"), val("v2"));
+        let (o, _) = o.update(&VersionVector::new(), &a("x"), val("v1"), 0);
+        let (o, _) = o.update(&VersionVector::new(), &a("x"), val("v2"), 0);
         assert_eq!(o.versions().len(), 2);
     }
 
     #[test]
     fn same_context_through_two_nodes_are_siblings() {
-        let (base, c1) = Object::empty().update(&VersionVector::new(), &a("x"), val("v1"));
-        let (left, _) = base.update(&c1, &a("x"), val("l"));
-        let (right, _) = base.update(&c1, &a("y"), val("r"));
+        let (base, c1) = Object::empty().update(&VersionVector::new(), &a("x"), val("v1"), 0);
+        let (left, _) = base.update(&c1, &a("x"), val("l"), 0);
+        let (right, _) = base.update(&c1, &a("y"), val("r"), 0);
         let merged = left.sync(&right);
         assert_eq!(merged.versions().len(), 2);
         let ctx = merged.context();
-        let (resolved, _) = merged.update(&ctx, &a("y"), val("resolved"));
+        let (resolved, _) = merged.update(&ctx, &a("y"), val("resolved"), 0);
         assert_eq!(resolved.versions().len(), 1);
         // The resolution also wins against either side's stale copy.
         assert_eq!(resolved.sync(&left), resolved);
@@ -340,9 +344,9 @@ mod tests {
 
     #[test]
     fn tombstone_loses_to_unseen_write() {
-        let (base, c1) = Object::empty().update(&VersionVector::new(), &a("x"), val("v1"));
-        let (deleted, _) = base.update(&c1, &a("x"), Value::tombstone());
-        let (written, _) = base.update(&c1, &a("y"), val("v2"));
+        let (base, c1) = Object::empty().update(&VersionVector::new(), &a("x"), val("v1"), 0);
+        let (deleted, _) = base.update(&c1, &a("x"), Value::tombstone(), 0);
+        let (written, _) = base.update(&c1, &a("y"), val("v2"), 0);
         let merged = deleted.sync(&written);
         assert_eq!(merged.versions().len(), 2);
         assert!(!merged.is_deleted());
@@ -350,8 +354,8 @@ mod tests {
 
     #[test]
     fn untrusted_input_is_normalised() {
-        let (o, c1) = Object::empty().update(&VersionVector::new(), &a("x"), val("v1"));
-        let (o2, _) = o.update(&c1, &a("x"), val("v2"));
+        let (o, c1) = Object::empty().update(&VersionVector::new(), &a("x"), val("v1"), 0);
+        let (o2, _) = o.update(&c1, &a("x"), val("v2"), 0);
         let mut raw = o.versions().to_vec();
         raw.extend(o2.versions().iter().cloned());
         raw.extend(o2.versions().iter().cloned());

@@ -15,6 +15,7 @@ pub mod config;
 pub mod context;
 pub mod dvv;
 pub mod membership;
+pub mod merkle;
 pub mod phi;
 pub mod quorum;
 pub mod ring;

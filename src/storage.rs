@@ -35,13 +35,25 @@ pub struct StoreStats {
     pub bytes: u64,
 }
 
-/// A replica's durable storage.
+/// A replica's durable storage. Objects are stored encoded (see
+/// [`encode_object`]); the replica decodes them, and hashes the encoded
+/// bytes into its Merkle leaves without re-encoding.
 pub trait Store: Send + Sync + 'static {
-    /// The object stored for `key`.
-    fn get(&self, key: &[u8]) -> Result<Option<Object>, StoreError>;
-    /// Replace the object for `key`; durable (in the WAL, or fsynced when
-    /// the store was opened so) when this returns.
-    fn put(&self, key: &[u8], object: &Object) -> Result<(), StoreError>;
+    /// The encoded object stored for `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replace the object for `key`, and update the index of deleted keys
+    /// as `mark` says, in one atomic write; durable (in the WAL, or fsynced
+    /// when the store was opened so) when this returns.
+    fn put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<(), StoreError>;
+    /// Remove `key` (a purged tombstone) and its index entry, durably.
+    fn delete(&self, key: &[u8]) -> Result<(), StoreError>;
+    /// Up to `limit` keys whose object is all tombstones, with ring
+    /// positions in `from..=to`.
+    fn scan_tombstones(&self, from: u128, to: u128, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Visit every key whose ring position is in `from..=to`, in ring order
+    /// (ties in key order), with its encoded object, until `visit` returns
+    /// false.
+    fn scan(&self, from: u128, to: u128, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError>;
     /// A metadata blob.
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Store a metadata blob durably.
@@ -100,10 +112,57 @@ pub fn decode_object(bytes: &[u8]) -> Result<Object, StoreError> {
     }
 }
 
+/// How a write changes the index of deleted keys (the keys anti-entropy
+/// considers for purging).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TombstoneMark {
+    /// The object is now all tombstones: index it.
+    Set,
+    /// It was all tombstones and no longer is: unindex it.
+    Clear,
+    /// Neither before nor after: leave the index alone.
+    Keep,
+}
+
+impl TombstoneMark {
+    /// The change for an object going from `was_deleted` to `is_deleted`.
+    pub fn between(was_deleted: bool, is_deleted: bool) -> TombstoneMark {
+        match (was_deleted, is_deleted) {
+            (_, true) => TombstoneMark::Set,
+            (true, false) => TombstoneMark::Clear,
+            (false, false) => TombstoneMark::Keep,
+        }
+    }
+}
+
+/// The key under which `key` is stored: its ring position's top 64 bits
+/// first, so a partition or a Merkle leaf is one contiguous range.
+pub fn data_key(key: &[u8]) -> Vec<u8> {
+    let position = crate::ring::ring_position(key);
+    let mut out = Vec::with_capacity(8 + key.len());
+    out.extend_from_slice(&((position >> 64) as u64).to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// The first stored-key prefix a scan from ring position `position` reads.
+pub fn data_key_prefix(position: u128) -> [u8; 8] {
+    ((position >> 64) as u64).to_be_bytes()
+}
+
+/// The client key inside a stored key, if its position lies in `from..=to`
+/// (a stored key's prefix only narrows the position to 2^64 values).
+pub fn key_in_range(stored: &[u8], from: u128, to: u128) -> Option<&[u8]> {
+    let key = stored.get(8..)?;
+    let position = crate::ring::ring_position(key);
+    (from..=to).contains(&position).then_some(key)
+}
+
 /// An in-memory [`Store`] for tests.
 #[derive(Debug, Default)]
 pub struct MemStore {
     data: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    tombstones: Mutex<std::collections::BTreeSet<Vec<u8>>>,
     meta: Mutex<BTreeMap<String, Vec<u8>>>,
     hints: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
@@ -120,16 +179,61 @@ fn poisoned<T>(_: T) -> StoreError {
 }
 
 impl Store for MemStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Object>, StoreError> {
-        let data = self.data.lock().map_err(poisoned)?;
-        data.get(key).map(|b| decode_object(b)).transpose()
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.data.lock().map_err(poisoned)?.get(&data_key(key)).cloned())
     }
 
-    fn put(&self, key: &[u8], object: &Object) -> Result<(), StoreError> {
-        self.data
-            .lock()
-            .map_err(poisoned)?
-            .insert(key.to_vec(), encode_object(object));
+    fn put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<(), StoreError> {
+        let stored = data_key(key);
+        let mut tombstones = self.tombstones.lock().map_err(poisoned)?;
+        match mark {
+            TombstoneMark::Set => {
+                tombstones.insert(stored.clone());
+            }
+            TombstoneMark::Clear => {
+                tombstones.remove(&stored);
+            }
+            TombstoneMark::Keep => {}
+        }
+        self.data.lock().map_err(poisoned)?.insert(stored, encoded.to_vec());
+        Ok(())
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
+        let stored = data_key(key);
+        self.tombstones.lock().map_err(poisoned)?.remove(&stored);
+        self.data.lock().map_err(poisoned)?.remove(&stored);
+        Ok(())
+    }
+
+    fn scan_tombstones(&self, from: u128, to: u128, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tombstones = self.tombstones.lock().map_err(poisoned)?;
+        let last = data_key_prefix(to);
+        let mut out = Vec::new();
+        for stored in tombstones.range(data_key_prefix(from).to_vec()..) {
+            if out.len() >= limit || stored.get(..8).is_some_and(|p| p > &last[..]) {
+                break;
+            }
+            if let Some(key) = key_in_range(stored, from, to) {
+                out.push(key.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    fn scan(&self, from: u128, to: u128, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
+        let data = self.data.lock().map_err(poisoned)?;
+        let last = data_key_prefix(to);
+        for (stored, value) in data.range(data_key_prefix(from).to_vec()..) {
+            if stored.get(..8).is_some_and(|p| p > &last[..]) {
+                break;
+            }
+            if let Some(key) = key_in_range(stored, from, to) {
+                if !visit(key, value) {
+                    break;
+                }
+            }
+        }
         Ok(())
     }
 

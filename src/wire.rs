@@ -119,7 +119,45 @@ pub enum PeerRequest {
     Gossip(ClusterState),
     /// Are you there? (the failure detector's probe of a silent peer)
     Ping,
+    /// Anti-entropy: the digests of Merkle nodes `indices` at `level` of
+    /// partition `partition`'s tree, for a ring of `q` partitions.
+    AeTree {
+        /// The partition.
+        partition: u32,
+        /// Ring size both sides must share.
+        q: u32,
+        /// Tree level (0 is the root).
+        level: u32,
+        /// Node indices at that level (at most [`MAX_AE_ITEMS`]).
+        indices: Vec<u32>,
+    },
+    /// Anti-entropy: the (key, digest) pairs stored in some leaves.
+    AeKeys {
+        /// The partition.
+        partition: u32,
+        /// Ring size both sides must share.
+        q: u32,
+        /// Leaf indices (at most [`MAX_AE_ITEMS`]).
+        leaves: Vec<u32>,
+        /// At most this many pairs (capped at [`MAX_AE_ITEMS`]).
+        limit: u32,
+    },
+    /// Tombstone purge: does the receiver keep a hint for `key`?
+    HasHint {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Tombstone purge: delete `key` if it still holds exactly `expected`.
+    Purge {
+        /// The key.
+        key: Vec<u8>,
+        /// The tombstone every replica was seen to hold.
+        expected: Object,
+    },
 }
+
+/// Most indices, leaves or keys one anti-entropy request may name or return.
+pub const MAX_AE_ITEMS: usize = 4096;
 
 impl PeerRequest {
     /// A short name of the request's kind (for logs and fault injection).
@@ -130,6 +168,10 @@ impl PeerRequest {
             PeerRequest::Coordinate(_) => "coordinate",
             PeerRequest::Gossip(_) => "gossip",
             PeerRequest::Ping => "ping",
+            PeerRequest::AeTree { .. } => "ae-tree",
+            PeerRequest::AeKeys { .. } => "ae-keys",
+            PeerRequest::HasHint { .. } => "has-hint",
+            PeerRequest::Purge { .. } => "purge",
         }
     }
 }
@@ -147,6 +189,14 @@ pub enum PeerResponse {
     Gossip(ClusterState),
     /// `Ping` answer.
     Pong,
+    /// `AeTree` answer: digests in the order asked.
+    AeNodes(Vec<u64>),
+    /// `AeKeys` answer.
+    AeKeyDigests(Vec<(Vec<u8>, u64)>),
+    /// `HasHint` answer.
+    HasHint(bool),
+    /// `Purge` answer: whether the key was deleted.
+    Purged(bool),
     /// The request failed on the receiver.
     Error(String),
 }

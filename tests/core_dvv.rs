@@ -71,6 +71,8 @@ struct Run {
     next_id: u64,
     /// Every object that existed, for the merge-law checks.
     objects: Vec<Object>,
+    /// The coordinators' counter floor.
+    floor: u64,
 }
 
 impl Run {
@@ -81,6 +83,7 @@ impl Run {
             seen_by: HashMap::new(),
             next_id: 1,
             objects: Vec::new(),
+            floor: 0,
         }
     }
 
@@ -127,7 +130,9 @@ impl Run {
                     Value::bytes(vec![1], tag)
                 };
                 let actor = Actor::new(format!("r{coordinator}"), 7);
-                let (object, _) = self.replicas[coordinator].update(&context, &actor, value);
+                let (object, _) = self.replicas[coordinator].update(&context, &actor, value, self.floor);
+                // Node-wide counters may jump ahead (other keys' writes).
+                self.floor += id % 3;
                 self.replicas[coordinator] = object.clone();
                 for i in 0..REPLICAS {
                     if fanout & (1 << i) != 0 {

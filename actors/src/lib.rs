@@ -4,12 +4,14 @@
 //! their own threads), the [`coordinator`] that runs client operations
 //! against a key's replicas, the [`gossiper`] that spreads membership, and
 //! the [`failure_detector`] that judges which peers are alive, and
-//! [`handoff`], which hands hints back to owners that return.
+//! [`handoff`], which hands hints back to owners that return, and
+//! [`anti_entropy`], which compares Merkle trees between replicas.
 //! The [`transport`] carries typed messages between nodes and can be faulted
 //! in tests; [`node`] wires one process together.
 
 #![warn(missing_docs)]
 
+pub mod anti_entropy;
 pub mod coordinator;
 pub mod failure_detector;
 pub mod gossiper;

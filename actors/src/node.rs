@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use dynamo_core::context::ContextCodec;
 use dynamo_core::membership::{ClusterState, Member, MemberState};
+use dynamo_core::merkle::DigestTable;
 use dynamo_core::storage::{Store, StoreError};
-use dynamo_core::wire::{PeerRequest, PeerResponse};
+use dynamo_core::wire::{PeerRequest, PeerResponse, MAX_AE_ITEMS};
 use dynamo_core::{Actor as ClockActor, Config, NodeId};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
@@ -24,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use crate::anti_entropy::AntiEntropy;
 use crate::coordinator::{Coordinate, Coordinator, CoordinatorParts, Quorums};
 use crate::failure_detector::{FailureDetector, LivenessCell};
 use crate::gossiper::{ClusterCell, GossipSyn, Gossiper, CLUSTER_META};
@@ -186,7 +188,10 @@ impl Node {
         stats
             .hints_pending
             .store(pending_hints, std::sync::atomic::Ordering::Relaxed);
-        let replica = Replica::start(store.clone() as Arc<dyn Store>, shards, stats.clone());
+        // Merkle leaves over what the store holds: one sequential scan.
+        let digests = Arc::new(build_digests(store.as_ref(), cluster.ring.partitions()).map_err(store_err)?);
+        let replica =
+            Replica::start(store.clone() as Arc<dyn Store>, shards, stats.clone(), digests).map_err(store_err)?;
         let quorums = Quorums {
             n: config.n,
             r: config.r,
@@ -243,10 +248,24 @@ impl Node {
         )
         .start();
 
+        AntiEntropy::new(
+            config.node_id.clone(),
+            config.n,
+            Duration::from_millis(config.anti_entropy_interval_ms),
+            quorums.timeout,
+            cell.clone(),
+            liveness.clone(),
+            replica.clone(),
+            transport.clone(),
+            stats.clone(),
+        )
+        .start();
+
         let handler: Rc<dyn PeerHandler> = Rc::new(Dispatcher {
             replica: replica.clone(),
             coordinator: coordinator.clone(),
             gossiper: gossiper.clone(),
+            cluster: cell.clone(),
         });
         actix::spawn(serve_peers(listener, handler));
         if config.cluster_secret.is_some() {
@@ -319,6 +338,20 @@ fn fresh_generation(previous: u64) -> u64 {
     now.max(previous + 1)
 }
 
+/// Rebuild the Merkle leaf digests from the store's contents.
+fn build_digests(store: &dyn Store, q: u32) -> Result<DigestTable, StoreError> {
+    let started = Instant::now();
+    let table = DigestTable::new(q);
+    let mut keys = 0u64;
+    store.scan(0, u128::MAX, &mut |key, encoded| {
+        table.apply(key, None, Some(encoded));
+        keys += 1;
+        true
+    })?;
+    log::info!("merkle leaves built over {keys} keys in {:?}", started.elapsed());
+    Ok(table)
+}
+
 fn load_identity(store: &dyn Store, config: &Config, rng: &mut StdRng, dir: &str) -> Result<Identity, NodeError> {
     let stored = store.get_meta(IDENTITY_META).map_err(|source| NodeError::Store {
         dir: dir.to_string(),
@@ -387,6 +420,7 @@ struct Dispatcher {
     replica: Replica,
     coordinator: Addr<Coordinator>,
     gossiper: Addr<Gossiper>,
+    cluster: Arc<ClusterCell>,
 }
 
 impl PeerHandler for Dispatcher {
@@ -394,6 +428,7 @@ impl PeerHandler for Dispatcher {
         let replica = self.replica.clone();
         let coordinator = self.coordinator.clone();
         let gossiper = self.gossiper.clone();
+        let cluster = self.cluster.clone();
         async move {
             let failed = |e: &dyn std::fmt::Display| PeerResponse::Error(e.to_string());
             match request {
@@ -414,6 +449,44 @@ impl PeerHandler for Dispatcher {
                     Err(e) => failed(&e),
                 },
                 PeerRequest::Ping => PeerResponse::Pong,
+                PeerRequest::AeTree {
+                    partition,
+                    q,
+                    level,
+                    indices,
+                } => {
+                    let digests = replica.digests();
+                    if digests.partitions() != q || partition >= q || indices.len() > MAX_AE_ITEMS {
+                        return failed(&"anti-entropy request for another ring or too large");
+                    }
+                    PeerResponse::AeNodes(digests.tree(partition).nodes(level as usize, &indices))
+                }
+                PeerRequest::AeKeys {
+                    partition,
+                    q,
+                    leaves,
+                    limit,
+                } => {
+                    if replica.digests().partitions() != q || partition >= q || leaves.len() > MAX_AE_ITEMS {
+                        return failed(&"anti-entropy request for another ring or too large");
+                    }
+                    let limit = (limit as usize).min(MAX_AE_ITEMS);
+                    match replica.leaf_keys(partition, leaves, q, limit).await {
+                        Ok(pairs) => PeerResponse::AeKeyDigests(pairs),
+                        Err(e) => failed(&e),
+                    }
+                }
+                PeerRequest::HasHint { key } => {
+                    let members = cluster.get().members.keys().cloned().collect();
+                    match replica.hinted_owners(key, members).await {
+                        Ok(owners) => PeerResponse::HasHint(!owners.is_empty()),
+                        Err(e) => failed(&e),
+                    }
+                }
+                PeerRequest::Purge { key, expected } => match replica.purge(key, expected).await {
+                    Ok(done) => PeerResponse::Purged(done),
+                    Err(e) => failed(&e),
+                },
             }
         }
         .boxed_local()

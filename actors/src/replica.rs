@@ -9,12 +9,20 @@
 //! the same shard, which makes every read-modify-write of a key atomic
 //! without locks. Many shards keep many writes in flight, which is what
 //! lets RocksDB group their WAL writes and fsyncs.
+//!
+//! Every change of a key's stored object also updates the node's Merkle
+//! leaf digests ([`DigestTable`]), so anti-entropy never rebuilds a tree to
+//! compare it; and every minted dot raises a node-wide counter floor
+//! ([`DotFloor`]), persisted ahead of use, so a key whose tombstone was
+//! purged can never be given a counter an old context already covers.
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use dynamo_core::storage::{Store, StoreError, StoreStats};
+use dynamo_core::merkle::{key_digest, leaf_range, DigestTable};
+use dynamo_core::storage::{decode_object, encode_object, Store, StoreError, StoreStats, TombstoneMark};
 use dynamo_core::{Actor as ClockActor, NodeId, Object, Value, VersionVector};
 
 use crate::stats::NodeStats;
@@ -100,10 +108,106 @@ pub struct PutMeta {
     pub bytes: Vec<u8>,
 }
 
+/// The (key, digest) pairs stored in some Merkle leaves of a partition.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<(Vec<u8>, u64)>, StoreError>")]
+pub struct LeafKeys {
+    /// The partition.
+    pub partition: u32,
+    /// Its leaves to list.
+    pub leaves: Vec<u32>,
+    /// Ring size.
+    pub q: u32,
+    /// At most this many pairs.
+    pub limit: usize,
+}
+
+/// Delete `key` if its stored object is still exactly `expected` (a
+/// tombstone every replica holds).
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct Purge {
+    /// The key.
+    pub key: Vec<u8>,
+    /// What must still be stored.
+    pub expected: Object,
+}
+
+/// Metadata name of the persisted dot-counter reservation.
+const DOT_FLOOR_META: &str = "dot_floor";
+/// Counters reserved per metadata write.
+const DOT_FLOOR_BLOCK: u64 = 1 << 20;
+
+/// The node-wide floor under newly minted dot counters. Counters handed
+/// out never reach the persisted reservation, so after a restart the floor
+/// starts above every counter this store incarnation ever minted.
+#[derive(Debug, Default)]
+pub struct DotFloor {
+    highest: AtomicU64,
+    reserved: AtomicU64,
+}
+
+impl DotFloor {
+    /// Load the reservation persisted in `store`.
+    pub fn load(store: &dyn Store) -> Result<DotFloor, StoreError> {
+        let reserved = match store.get_meta(DOT_FLOOR_META)? {
+            Some(bytes) => bytes
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt("dot floor record".into()))?,
+            None => 0,
+        };
+        Ok(DotFloor {
+            highest: AtomicU64::new(reserved),
+            reserved: AtomicU64::new(reserved),
+        })
+    }
+
+    fn current(&self) -> u64 {
+        self.highest.load(Ordering::SeqCst)
+    }
+
+    /// Record that `counter` is about to be used, persisting a new
+    /// reservation first when it reaches the old one.
+    fn claim(&self, counter: u64, store: &dyn Store) -> Result<(), StoreError> {
+        if counter >= self.reserved.load(Ordering::SeqCst) {
+            let reservation = counter + DOT_FLOOR_BLOCK;
+            store.put_meta(DOT_FLOOR_META, &reservation.to_be_bytes())?;
+            self.reserved.fetch_max(reservation, Ordering::SeqCst);
+        }
+        self.highest.fetch_max(counter, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
 /// One storage thread.
 pub struct ReplicaShard {
     store: Arc<dyn Store>,
     stats: Arc<NodeStats>,
+    digests: Arc<DigestTable>,
+    floor: Arc<DotFloor>,
+}
+
+impl ReplicaShard {
+    /// The stored object and its encoding.
+    fn read(&self, key: &[u8]) -> Result<Option<(Object, Vec<u8>)>, StoreError> {
+        match self.store.get(key)? {
+            Some(bytes) => Ok(Some((decode_object(&bytes)?, bytes))),
+            None => Ok(None),
+        }
+    }
+
+    /// Store `object` over `previous` (the object it replaces, with its
+    /// encoding) and update the Merkle leaves and the tombstone index.
+    fn write(&self, key: &[u8], previous: Option<(&Object, &[u8])>, object: &Object) -> Result<(), StoreError> {
+        let encoded = encode_object(object);
+        let was_deleted = previous.is_some_and(|(o, _)| o.is_deleted());
+        self.store
+            .put(key, &encoded, TombstoneMark::between(was_deleted, object.is_deleted()))?;
+        self.digests.apply(key, previous.map(|(_, b)| b), Some(&encoded));
+        Ok(())
+    }
 }
 
 impl Actor for ReplicaShard {
@@ -113,7 +217,7 @@ impl Actor for ReplicaShard {
 impl Handler<LocalGet> for ReplicaShard {
     type Result = Result<Option<Object>, StoreError>;
     fn handle(&mut self, msg: LocalGet, _: &mut Self::Context) -> Self::Result {
-        let own = self.store.get(&msg.key)?;
+        let own = self.read(&msg.key)?.map(|(object, _)| object);
         let Some(owner) = msg.hint_for else {
             return Ok(own);
         };
@@ -127,9 +231,11 @@ impl Handler<LocalGet> for ReplicaShard {
 impl Handler<LocalUpdate> for ReplicaShard {
     type Result = Result<(Object, VersionVector), StoreError>;
     fn handle(&mut self, msg: LocalUpdate, _: &mut Self::Context) -> Self::Result {
-        let current = self.store.get(&msg.key)?.unwrap_or_default();
-        let (object, clock) = current.update(&msg.context, &msg.actor, msg.value);
-        self.store.put(&msg.key, &object)?;
+        let previous = self.read(&msg.key)?;
+        let current = previous.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
+        let (object, clock) = current.update(&msg.context, &msg.actor, msg.value, self.floor.current());
+        self.floor.claim(clock.get(&msg.actor), self.store.as_ref())?;
+        self.write(&msg.key, previous.as_ref().map(|(o, b)| (o, b.as_slice())), &object)?;
         Ok((object, clock))
     }
 }
@@ -148,12 +254,13 @@ impl Handler<LocalMerge> for ReplicaShard {
             }
             return Ok(merged);
         }
-        let current = self.store.get(&msg.key)?.unwrap_or_default();
+        let previous = self.read(&msg.key)?;
+        let current = previous.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
         let merged = current.sync(&msg.object);
         // Only write when something changed: a repair of an up-to-date
         // replica costs a read, not a write.
         if merged != current {
-            self.store.put(&msg.key, &merged)?;
+            self.write(&msg.key, previous.as_ref().map(|(o, b)| (o, b.as_slice())), &merged)?;
         }
         Ok(merged)
     }
@@ -199,6 +306,58 @@ impl Handler<HintedOwners> for ReplicaShard {
     }
 }
 
+impl Handler<LeafKeys> for ReplicaShard {
+    type Result = Result<Vec<(Vec<u8>, u64)>, StoreError>;
+    fn handle(&mut self, msg: LeafKeys, _: &mut Self::Context) -> Self::Result {
+        let mut out = Vec::new();
+        for leaf in msg.leaves {
+            let (from, to) = leaf_range(msg.partition, leaf, msg.q);
+            self.store.scan(from, to, &mut |key, encoded| {
+                out.push((key.to_vec(), key_digest(key, encoded)));
+                out.len() < msg.limit
+            })?;
+            if out.len() >= msg.limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Keys of a ring range whose objects are all tombstones.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Vec<u8>>, StoreError>")]
+pub struct Tombstones {
+    /// First ring position.
+    pub from: u128,
+    /// Last ring position.
+    pub to: u128,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl Handler<Tombstones> for ReplicaShard {
+    type Result = Result<Vec<Vec<u8>>, StoreError>;
+    fn handle(&mut self, msg: Tombstones, _: &mut Self::Context) -> Self::Result {
+        self.store.scan_tombstones(msg.from, msg.to, msg.limit)
+    }
+}
+
+impl Handler<Purge> for ReplicaShard {
+    type Result = Result<bool, StoreError>;
+    fn handle(&mut self, msg: Purge, _: &mut Self::Context) -> Self::Result {
+        let Some((current, old)) = self.read(&msg.key)? else {
+            return Ok(false);
+        };
+        if current != msg.expected || !current.is_deleted() {
+            return Ok(false);
+        }
+        self.store.delete(&msg.key)?;
+        self.digests.apply(&msg.key, Some(&old), None);
+        Ok(true)
+    }
+}
+
 impl Handler<PutMeta> for ReplicaShard {
     type Result = Result<(), StoreError>;
     fn handle(&mut self, msg: PutMeta, _: &mut Self::Context) -> Self::Result {
@@ -223,26 +382,36 @@ pub struct Replica {
     shards: Arc<Vec<Addr<ReplicaShard>>>,
     store: Arc<dyn Store>,
     stats: Arc<NodeStats>,
+    digests: Arc<DigestTable>,
 }
 
 impl Replica {
-    /// Start `shards` storage threads over `store`.
-    pub fn start(store: Arc<dyn Store>, shards: usize, stats: Arc<NodeStats>) -> Replica {
+    /// Start `shards` storage threads over `store`, keeping `digests` (the
+    /// Merkle leaves, already built over the store's contents) up to date.
+    pub fn start(
+        store: Arc<dyn Store>,
+        shards: usize,
+        stats: Arc<NodeStats>,
+        digests: Arc<DigestTable>,
+    ) -> Result<Replica, StoreError> {
+        let floor = Arc::new(DotFloor::load(store.as_ref())?);
         let addrs = (0..shards.max(1))
             .map(|_| {
-                let store = store.clone();
-                let stats = stats.clone();
+                let (store, stats, digests, floor) = (store.clone(), stats.clone(), digests.clone(), floor.clone());
                 SyncArbiter::start(1, move || ReplicaShard {
                     store: store.clone(),
                     stats: stats.clone(),
+                    digests: digests.clone(),
+                    floor: floor.clone(),
                 })
             })
             .collect();
-        Replica {
+        Ok(Replica {
             shards: Arc::new(addrs),
             store,
             stats,
-        }
+            digests,
+        })
     }
 
     fn shard(&self, key: &[u8]) -> &Addr<ReplicaShard> {
@@ -312,6 +481,41 @@ impl Replica {
     /// blob land in the order they were made.
     pub async fn put_meta(&self, name: &'static str, bytes: Vec<u8>) -> Result<(), ReplicaError> {
         Ok(self.shards[0].send(PutMeta { name, bytes }).await??)
+    }
+
+    /// The (key, digest) pairs in some leaves of a partition (scans run on
+    /// a shard thread chosen by partition, so they never block an executor).
+    pub async fn leaf_keys(
+        &self,
+        partition: u32,
+        leaves: Vec<u32>,
+        q: u32,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, u64)>, ReplicaError> {
+        let shard = &self.shards[partition as usize % self.shards.len()];
+        Ok(shard
+            .send(LeafKeys {
+                partition,
+                leaves,
+                q,
+                limit,
+            })
+            .await??)
+    }
+
+    /// Keys in `from..=to` whose objects are all tombstones.
+    pub async fn tombstones(&self, from: u128, to: u128, limit: usize) -> Result<Vec<Vec<u8>>, ReplicaError> {
+        Ok(self.shards[0].send(Tombstones { from, to, limit }).await??)
+    }
+
+    /// Delete `key` if it still holds exactly the tombstone `expected`.
+    pub async fn purge(&self, key: Vec<u8>, expected: Object) -> Result<bool, ReplicaError> {
+        Ok(self.shard(&key).send(Purge { key, expected }).await??)
+    }
+
+    /// The Merkle leaf digests.
+    pub fn digests(&self) -> &Arc<DigestTable> {
+        &self.digests
     }
 
     /// The underlying store (for metadata and statistics, off the hot path).

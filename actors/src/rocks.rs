@@ -10,13 +10,18 @@
 use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard};
 
-use dynamo_core::storage::{decode_object, encode_object, hint_key, hint_prefix, Store, StoreError, StoreStats};
+use dynamo_core::storage::{
+    data_key, data_key_prefix, decode_object, encode_object, hint_key, hint_prefix, key_in_range, Store, StoreError,
+    StoreStats, TombstoneMark,
+};
 use dynamo_core::Object;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
 
 const CF_DATA: &str = "data";
 const CF_META: &str = "meta";
 const CF_HINTS: &str = "hints";
+/// Stored keys whose object is all tombstones (empty values).
+const CF_TOMBSTONES: &str = "tombstones";
 
 /// A RocksDB-backed store.
 pub struct RocksStore {
@@ -59,8 +64,12 @@ impl RocksStore {
             o.set_write_buffer_size(16 * 1024 * 1024);
             ColumnFamilyDescriptor::new(name, o)
         };
-        let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), [cf(CF_DATA), cf(CF_META), cf(CF_HINTS)])
-            .map_err(engine)?;
+        let db = DB::open_cf_descriptors(
+            &opts,
+            dir.join("rocksdb"),
+            [cf(CF_DATA), cf(CF_META), cf(CF_HINTS), cf(CF_TOMBSTONES)],
+        )
+        .map_err(engine)?;
         Ok(RocksStore {
             db: RwLock::new(Some(db)),
             sync: sync_writes,
@@ -112,19 +121,80 @@ impl DbGuard<'_> {
 }
 
 impl Store for RocksStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Object>, StoreError> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.db()?;
         let cf = db.cf(CF_DATA)?;
-        let found = db.db().get_pinned_cf(cf, key).map_err(engine)?;
-        found.map(|bytes| decode_object(&bytes)).transpose()
+        db.db().get_cf(cf, data_key(key)).map_err(engine)
     }
 
-    fn put(&self, key: &[u8], object: &Object) -> Result<(), StoreError> {
+    fn put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<(), StoreError> {
         let db = self.db()?;
         let cf = db.cf(CF_DATA)?;
-        db.db()
-            .put_cf_opt(cf, key, encode_object(object), &self.write_opts())
-            .map_err(engine)
+        let stored = data_key(key);
+        if mark == TombstoneMark::Keep {
+            return db
+                .db()
+                .put_cf_opt(cf, &stored, encoded, &self.write_opts())
+                .map_err(engine);
+        }
+        let tombstones = db.cf(CF_TOMBSTONES)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(cf, &stored, encoded);
+        match mark {
+            TombstoneMark::Set => batch.put_cf(tombstones, &stored, []),
+            _ => batch.delete_cf(tombstones, &stored),
+        }
+        db.db().write_opt(batch, &self.write_opts()).map_err(engine)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let stored = data_key(key);
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(db.cf(CF_DATA)?, &stored);
+        batch.delete_cf(db.cf(CF_TOMBSTONES)?, &stored);
+        db.db().write_opt(batch, &self.write_opts()).map_err(engine)
+    }
+
+    fn scan_tombstones(&self, from: u128, to: u128, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let db = self.db()?;
+        let cf = db.cf(CF_TOMBSTONES)?;
+        let first = data_key_prefix(from);
+        let last = data_key_prefix(to);
+        let mut out = Vec::new();
+        for item in db
+            .db()
+            .iterator_cf(cf, rocksdb::IteratorMode::From(&first, rocksdb::Direction::Forward))
+        {
+            let (stored, _) = item.map_err(engine)?;
+            if out.len() >= limit || stored.get(..8).is_some_and(|p| p > &last[..]) {
+                break;
+            }
+            if let Some(key) = key_in_range(&stored, from, to) {
+                out.push(key.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    fn scan(&self, from: u128, to: u128, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let cf = db.cf(CF_DATA)?;
+        let first = data_key_prefix(from);
+        let last = data_key_prefix(to);
+        let mode = rocksdb::IteratorMode::From(&first, rocksdb::Direction::Forward);
+        for item in db.db().iterator_cf(cf, mode) {
+            let (stored, value) = item.map_err(engine)?;
+            if stored.get(..8).is_some_and(|p| p > &last[..]) {
+                break;
+            }
+            if let Some(key) = key_in_range(&stored, from, to) {
+                if !visit(key, &value) {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

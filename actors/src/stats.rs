@@ -18,6 +18,14 @@ pub struct NodeStats {
     pub hints_pending: AtomicU64,
     /// Hints delivered to their owners and dropped here.
     pub hints_delivered: AtomicU64,
+    /// Anti-entropy exchanges completed (one partition with one peer).
+    pub ae_exchanges: AtomicU64,
+    /// Keys anti-entropy found different and reconciled.
+    pub ae_keys_repaired: AtomicU64,
+    /// Unix time (ms) of the last completed exchange; 0 before the first.
+    pub ae_last_exchange_unix_ms: AtomicU64,
+    /// Tombstones purged after every replica was seen to hold them.
+    pub tombstones_purged: AtomicU64,
 }
 
 impl NodeStats {
@@ -30,4 +38,27 @@ impl NodeStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// Add `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the last anti-entropy exchange, if any.
+    pub fn last_exchange_age_ms(&self) -> Option<u64> {
+        let at = self.ae_last_exchange_unix_ms.load(Ordering::Relaxed);
+        (at > 0).then(|| unix_ms().saturating_sub(at))
+    }
+
+    /// Record a completed exchange.
+    pub fn exchange_done(&self) {
+        Self::bump(&self.ae_exchanges);
+        self.ae_last_exchange_unix_ms.store(unix_ms().max(1), Ordering::Relaxed);
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

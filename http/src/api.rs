@@ -435,7 +435,12 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             "pending": NodeStats::get(&node.stats.hints_pending),
             "delivered": NodeStats::get(&node.stats.hints_delivered),
         },
-        "anti_entropy": {"exchanges": 0, "keys_repaired": 0, "last_exchange_ms": null},
+        "anti_entropy": {
+            "exchanges": NodeStats::get(&node.stats.ae_exchanges),
+            "keys_repaired": NodeStats::get(&node.stats.ae_keys_repaired),
+            "last_exchange_ms": node.stats.last_exchange_age_ms(),
+            "tombstones_purged": NodeStats::get(&node.stats.tombstones_purged),
+        },
         "read_repairs": NodeStats::get(&node.stats.read_repairs),
         "requests": state.metrics.to_json(),
     })))
