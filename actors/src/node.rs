@@ -338,6 +338,20 @@ fn fresh_generation(previous: u64) -> u64 {
     now.max(previous + 1)
 }
 
+/// The client address other members and dashboards are told: `http_addr`,
+/// unless it binds every interface (`0.0.0.0`, `[::]`), which names no
+/// reachable host — then the peer address's host with the HTTP port.
+fn advertised_http_addr(config: &Config) -> String {
+    let Some((host, port)) = config.http_addr.rsplit_once(':') else {
+        return config.http_addr.clone();
+    };
+    let unspecified = matches!(host, "0.0.0.0" | "[::]" | "::");
+    match config.peer_addr.rsplit_once(':') {
+        Some((peer_host, _)) if unspecified => format!("{peer_host}:{port}"),
+        _ => config.http_addr.clone(),
+    }
+}
+
 /// Rebuild the Merkle leaf digests from the store's contents.
 fn build_digests(store: &dyn Store, q: u32) -> Result<DigestTable, StoreError> {
     let started = Instant::now();
@@ -385,7 +399,7 @@ fn load_cluster(store: &dyn Store, config: &Config, identity: &Identity, dir: &s
     let me = Member {
         node_id: config.node_id.clone(),
         peer_addr: config.peer_addr.clone(),
-        http_addr: config.http_addr.clone(),
+        http_addr: advertised_http_addr(config),
         weight: config.weight,
         generation: identity.generation,
         version: 1,

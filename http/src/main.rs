@@ -1,5 +1,7 @@
 //! The `dynamo` binary: `serve` runs one node, `dev` a local cluster in one
-//! process.
+//! process; the client commands (`status`, `get`, `put`, ...) live in `cli`.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,8 +12,15 @@ use dynamo_core::config::{Config, Overrides};
 use dynamo_http::server;
 
 #[derive(Parser)]
-#[command(name = "dynamo", version, about = "A Dynamo-style, highly available key-value store")]
+#[command(
+    name = "dynamo",
+    version,
+    about = "A Dynamo-style, highly available key-value store",
+    after_help = cli::EXIT_CODES
+)]
 struct Cli {
+    #[command(flatten)]
+    client: cli::ClientOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,6 +31,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a local cluster of several nodes in this process (for trying it out).
     Dev(DevArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 /// Every setting: flag, or `DYNAMO_*` env var, over the config file, over
@@ -122,6 +133,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Dev(args) => dev(args),
+        Command::Client(command) => return cli::run(cli.client, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
