@@ -164,6 +164,13 @@ impl Ring {
         list
     }
 
+    /// The partitions `node` is among the N owners of.
+    pub fn replicated_by(&self, node: &str, n: usize) -> BTreeSet<u32> {
+        (0..self.partitions())
+            .filter(|&p| self.owners_of(p, n).iter().any(|o| o == node))
+            .collect()
+    }
+
     /// How many partitions each node owns (first owner).
     pub fn owned_counts(&self) -> BTreeMap<NodeId, u32> {
         let mut counts = BTreeMap::new();

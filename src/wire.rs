@@ -142,6 +142,18 @@ pub enum PeerRequest {
         /// At most this many pairs (capped at [`MAX_AE_ITEMS`]).
         limit: u32,
     },
+    /// Partition transfer: the next chunk of `partition`'s data after key
+    /// `after` (ring order), at most `limit` keys.
+    PullPartition {
+        /// The partition.
+        partition: u32,
+        /// Ring size both sides must share.
+        q: u32,
+        /// Resume after this (ring position, key); `None` from the start.
+        after: Option<(u128, Vec<u8>)>,
+        /// At most this many keys (capped at [`MAX_AE_ITEMS`]).
+        limit: u32,
+    },
     /// Tombstone purge: does the receiver keep a hint for `key`?
     HasHint {
         /// The key.
@@ -170,6 +182,7 @@ impl PeerRequest {
             PeerRequest::Ping => "ping",
             PeerRequest::AeTree { .. } => "ae-tree",
             PeerRequest::AeKeys { .. } => "ae-keys",
+            PeerRequest::PullPartition { .. } => "pull-partition",
             PeerRequest::HasHint { .. } => "has-hint",
             PeerRequest::Purge { .. } => "purge",
         }
@@ -193,6 +206,14 @@ pub enum PeerResponse {
     AeNodes(Vec<u64>),
     /// `AeKeys` answer.
     AeKeyDigests(Vec<(Vec<u8>, u64)>),
+    /// `PullPartition` answer: keys with their objects, and whether the
+    /// partition is exhausted.
+    Chunk {
+        /// (key, object) pairs in ring order.
+        items: Vec<(Vec<u8>, Object)>,
+        /// No more keys after these.
+        done: bool,
+    },
     /// `HasHint` answer.
     HasHint(bool),
     /// `Purge` answer: whether the key was deleted.

@@ -204,9 +204,9 @@ fn exit_codes_and_one_line_errors() {
     // A key that was never written: 1.
     dynamo(&["get", "nothing-here", "--node", &n0]).fails(NOT_FOUND);
     // An address where nothing listens (a free IP of this cluster's block): 3.
-    let nobody = format!("http://{}:{}", c.block.ip(200), HTTP_PORT);
+    let nobody = format!("http://{}:{}", c.block.ip(7), HTTP_PORT);
     let down = dynamo(&["get", "k", "--node", &nobody]).fails(FAILED);
-    assert!(down.stderr.contains(&c.block.ip(200).to_string()), "{down:?}");
+    assert!(down.stderr.contains(&c.block.ip(7).to_string()), "{down:?}");
     dynamo(&["status", "--node", &nobody]).fails(FAILED);
     dynamo(&["put", "k", "v", "--node", &nobody]).fails(FAILED);
     dynamo(&["put", "k", "v", "--blind", "--node", &nobody]).fails(FAILED);

@@ -10,8 +10,10 @@ fn state() -> impl Strategy<Value = ClusterState> {
         proptest::collection::vec((0u8..4, 1u64..3, 0u64..4), 1..5),
         0u64..3,
         0u8..4,
+        proptest::option::of((0u64..5, 0u8..4)),
+        proptest::collection::btree_map(0u8..4, 0u64..3, 0..2),
     )
-        .prop_map(|(entries, ring_version, owner)| {
+        .prop_map(|(entries, ring_version, owner, target, removed)| {
             let mut members = std::collections::BTreeMap::new();
             for (id, generation, version) in entries {
                 let node_id = format!("n{id}");
@@ -25,13 +27,43 @@ fn state() -> impl Strategy<Value = ClusterState> {
                         weight: 1,
                         generation,
                         version,
-                        state: [MemberState::Active, MemberState::Leaving, MemberState::Removed]
-                            [((generation + version) % 3) as usize],
+                        state: [MemberState::Active, MemberState::Leaving][((generation + version) % 2) as usize],
+                        // A later incarnation has a later generation.
+                        epoch: generation,
+                        ready_for: version,
                     },
                 );
             }
             let ring = Ring::from_owners(ring_version, vec![format!("n{owner}"); 4]);
-            ClusterState { members, ring }
+            let target = target.map(|(v, o)| Ring::from_owners(v, vec![format!("n{o}"); 4]));
+            let removed = removed
+                .into_iter()
+                // An incarnation is removed at its own generation (its epoch
+                // here), which removes every earlier one too.
+                .map(|(id, generation)| {
+                    (
+                        format!("n{id}"),
+                        dynamo_core::membership::Removal {
+                            generation,
+                            epochs: [generation].into(),
+                        },
+                    )
+                })
+                .collect();
+            // A view as merge would leave it.
+            let mut state = ClusterState {
+                members: Default::default(),
+                removed,
+                ring,
+                target: None,
+            };
+            state.merge(&ClusterState {
+                members,
+                removed: Default::default(),
+                ring: state.ring.clone(),
+                target,
+            });
+            state
         })
 }
 

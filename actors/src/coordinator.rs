@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use dynamo_core::membership::{ClusterState, MemberState};
+use dynamo_core::membership::ClusterState;
 use dynamo_core::quorum::{Outcome, Tally};
 use dynamo_core::ring::{partition_of, Role};
 use dynamo_core::wire::{ClientOp, ClientReply, OpError, OpKind, PeerRequest, PeerResponse};
@@ -166,13 +166,14 @@ struct Plan {
     /// Down primaries no fallback stands in for (the cluster has too few
     /// live nodes): the coordinator keeps a hint for each, beyond W.
     uncovered: Vec<NodeId>,
+    /// Owners-to-be while a membership change transfers data: writes reach
+    /// them too (not counted towards W), so the transfer misses nothing.
+    incoming: Vec<Target>,
 }
 
 fn plan(cluster: &ClusterState, liveness: &LivenessView, me: &str, key: &[u8], n: usize) -> Plan {
     let partition = partition_of(key, cluster.ring.partitions());
-    let live = |node: &str| {
-        cluster.member(node).is_some_and(|m| m.state != MemberState::Removed) && (node == me || liveness.is_live(node))
-    };
+    let live = |node: &str| cluster.member(node).is_some() && (node == me || liveness.is_live(node));
     let targets: Vec<Target> = cluster
         .ring
         .preference_list(partition, n, live)
@@ -193,13 +194,31 @@ fn plan(cluster: &ClusterState, liveness: &LivenessView, me: &str, key: &[u8], n
         .ring
         .owners_of(partition, n)
         .into_iter()
+        // A removed node gets no hints: it is never coming back.
+        .filter(|owner| cluster.member(owner).is_some())
         .filter(|owner| {
             !targets
                 .iter()
                 .any(|t| &t.node == owner || t.hint_for.as_ref() == Some(owner))
         })
         .collect();
-    Plan { targets, uncovered }
+    let incoming = cluster
+        .incoming_owners(partition, n)
+        .into_iter()
+        .filter(|o| !targets.iter().any(|t| &t.node == o) && live(o))
+        .filter_map(|o| {
+            cluster.member(&o).map(|m| Target {
+                node: o.clone(),
+                addr: m.peer_addr.clone(),
+                hint_for: None,
+            })
+        })
+        .collect();
+    Plan {
+        targets,
+        uncovered,
+        incoming,
+    }
 }
 
 async fn coordinate(
@@ -219,7 +238,19 @@ async fn coordinate(
             q.n
         )));
     }
-    let Plan { targets, uncovered } = plan(&cluster, &shared.liveness.get(), &shared.me, &op.key, q.n);
+    if cluster.ring.version == 0 {
+        return Err(OpError::Unavailable {
+            needed,
+            ok: 0,
+            tried: 0,
+            coordinator: shared.me.clone(),
+        });
+    }
+    let Plan {
+        targets,
+        uncovered,
+        incoming,
+    } = plan(&cluster, &shared.liveness.get(), &shared.me, &op.key, q.n);
     // Only a primary mints versions: its replica holds every earlier
     // version it minted for the key, which is what keeps dots unique and
     // contexts exact. Reads may be coordinated by anyone.
@@ -242,9 +273,21 @@ async fn coordinate(
     }
     match op.kind {
         OpKind::Get => read(shared, targets, op.key, needed).await,
-        OpKind::Put { value, context } => write(&shared, targets, uncovered, op.key, value, context, needed).await,
+        OpKind::Put { value, context } => {
+            write(&shared, targets, uncovered, incoming, op.key, value, context, needed).await
+        }
         OpKind::Delete { context } => {
-            write(&shared, targets, uncovered, op.key, Value::tombstone(), context, needed).await
+            write(
+                &shared,
+                targets,
+                uncovered,
+                incoming,
+                op.key,
+                Value::tombstone(),
+                context,
+                needed,
+            )
+            .await
         }
     }
 }
@@ -309,10 +352,12 @@ async fn collect<T>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write(
     shared: &Rc<Shared>,
     targets: Vec<Target>,
     uncovered: Vec<NodeId>,
+    incoming: Vec<Target>,
     key: Vec<u8>,
     value: Value,
     context: VersionVector,
@@ -333,6 +378,22 @@ async fn write(
             .into_iter()
             .map(|owner| shared.replica.merge(key.clone(), object.clone(), Some(owner))),
     );
+    for target in incoming {
+        let call = shared.transport.call(
+            &target.addr,
+            PeerRequest::Replicate {
+                key: key.clone(),
+                object: object.clone(),
+                hint_for: None,
+            },
+            shared.quorums.timeout,
+        );
+        tokio::task::spawn_local(async move {
+            if call.await.is_err() {
+                log::debug!("a write did not reach incoming owner {}", target.node);
+            }
+        });
+    }
     let mut tally = Tally::new(needed, targets.len());
     let (tx, mut rx) = mpsc::channel(targets.len().max(1));
     for (i, target) in targets.iter().enumerate() {

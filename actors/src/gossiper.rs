@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use dynamo_core::membership::ClusterState;
+use dynamo_core::membership::{ClusterState, MemberState};
 use dynamo_core::wire::{PeerRequest, PeerResponse};
 use dynamo_core::NodeId;
 use rand::rngs::StdRng;
@@ -25,6 +25,10 @@ use crate::failure_detector::{FailureDetector, Heartbeat};
 use crate::replica::Replica;
 use crate::transport::Transport;
 
+/// Gossip rounds a founding claimant waits for unheard seeds before it
+/// founds the cluster with the members it knows.
+const FOUNDING_PATIENCE: u64 = 30;
+
 /// Metadata name under which the cluster state is persisted.
 pub const CLUSTER_META: &str = "cluster";
 
@@ -32,6 +36,41 @@ pub const CLUSTER_META: &str = "cluster";
 #[derive(Message)]
 #[rtype(result = "ClusterState")]
 pub struct GossipSyn(pub ClusterState);
+
+/// This node has pulled every partition of target ring `0`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetReady(pub u64);
+
+/// Why a membership command was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// No such member.
+    #[error("no member {0}")]
+    UnknownMember(String),
+    /// The command names this node where it must not.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The command conflicts with the cluster's state.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Start handing this node's partitions over, then leave (`/admin/leave`).
+#[derive(Message)]
+#[rtype(result = "Result<(), MembershipError>")]
+pub struct Leave;
+
+/// Remove a member that is gone for good (`/admin/remove/{node}`).
+#[derive(Message)]
+#[rtype(result = "Result<(), MembershipError>")]
+pub struct Remove(pub NodeId);
+
+/// This leaving node has handed everything over: record its removal, tell
+/// every member, and stop the process (exit 0).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaveComplete;
 
 /// Ask for the current view (for `/status`).
 #[derive(Message)]
@@ -78,6 +117,12 @@ pub struct Gossiper {
     rng: StdRng,
     cell: Arc<ClusterCell>,
     detector: Addr<FailureDetector>,
+    /// Set once a leave has completed: the node is on its way out.
+    leaving_done: bool,
+    /// Gossip rounds so far.
+    rounds: u64,
+    /// Where the process learns it must exit, and with which code.
+    exit: Arc<tokio::sync::watch::Sender<Option<i32>>>,
 }
 
 impl Gossiper {
@@ -94,6 +139,7 @@ impl Gossiper {
         rng: StdRng,
         cell: Arc<ClusterCell>,
         detector: Addr<FailureDetector>,
+        exit: Arc<tokio::sync::watch::Sender<Option<i32>>>,
     ) -> Self {
         Gossiper {
             me,
@@ -106,6 +152,9 @@ impl Gossiper {
             rng,
             cell,
             detector,
+            leaving_done: false,
+            rounds: 0,
+            exit,
         }
     }
 
@@ -115,9 +164,19 @@ impl Gossiper {
         let members: Vec<_> = state
             .members
             .values()
-            .map(|m| (&m.node_id, m.generation, m.state, &m.peer_addr, &m.http_addr, m.weight))
+            .map(|m| {
+                (
+                    &m.node_id,
+                    m.generation,
+                    m.state,
+                    &m.peer_addr,
+                    &m.http_addr,
+                    m.weight,
+                    m.ready_for,
+                )
+            })
             .collect();
-        postcard::to_allocvec(&(state.ring.version, state.ring.owners(), members)).unwrap_or_default()
+        postcard::to_allocvec(&(&state.ring, &state.target, &state.removed, members)).unwrap_or_default()
     }
 
     /// Merge a view and react to what changed.
@@ -150,9 +209,42 @@ impl Gossiper {
             }
         }
         self.state.merge(other);
-        self.state.claim(&self.me, self.n);
+        self.claim();
         if Self::shape(&self.state) != before {
             self.announce();
+        }
+        self.check_removed();
+    }
+
+    /// The claimant's move (see [`ClusterState::claim`]), except that a new
+    /// cluster's first ring waits until every seed has been heard from (or
+    /// [`FOUNDING_PATIENCE`] rounds passed), so nodes started together
+    /// found one ring with all of them instead of growing it node by node.
+    fn claim(&mut self) -> bool {
+        if self.state.ring.version == 0 && self.rounds < FOUNDING_PATIENCE {
+            let known: Vec<&str> = self.state.members.values().map(|m| m.peer_addr.as_str()).collect();
+            if !self.seeds.iter().all(|s| known.contains(&s.as_str())) {
+                return false;
+            }
+        }
+        self.state.claim(&self.me, self.n)
+    }
+
+    /// Change this node's own entry (and bump its version so it spreads).
+    fn update_me(&mut self, change: impl FnOnce(&mut dynamo_core::membership::Member)) {
+        if let Some(me) = self.state.members.get_mut(&self.me) {
+            change(me);
+            me.version += 1;
+        }
+        self.claim();
+        self.announce();
+    }
+
+    /// Stop if gossip says this incarnation was removed from the cluster.
+    fn check_removed(&self) {
+        if self.state.member(&self.me).is_none() && !self.leaving_done {
+            log::error!("this node was removed from the cluster; wipe its data dir to join again");
+            self.exit.send_replace(Some(1));
         }
     }
 
@@ -175,6 +267,10 @@ impl Gossiper {
 
     /// One gossip round.
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.rounds += 1;
+        if self.state.ring.version == 0 && self.claim() {
+            self.announce();
+        }
         if let Some(me) = self.state.members.get_mut(&self.me) {
             me.version += 1;
         }
@@ -183,7 +279,7 @@ impl Gossiper {
             .state
             .members
             .values()
-            .filter(|m| m.node_id != self.me && m.state != dynamo_core::membership::MemberState::Removed)
+            .filter(|m| m.node_id != self.me)
             .map(|m| m.peer_addr.clone())
             .collect();
         if let Some(peer) = others.choose(&mut self.rng) {
@@ -221,7 +317,7 @@ impl Actor for Gossiper {
                 addr: m.peer_addr.clone(),
             });
         }
-        if self.state.claim(&self.me, self.n) {
+        if self.claim() {
             self.announce();
         }
         self.tick(ctx);
@@ -243,5 +339,77 @@ impl Handler<GetView> for Gossiper {
         MessageResult(ClusterView {
             state: Arc::new(self.state.clone()),
         })
+    }
+}
+
+impl Handler<SetReady> for Gossiper {
+    type Result = ();
+    fn handle(&mut self, msg: SetReady, _: &mut Self::Context) {
+        if self.state.member(&self.me).is_some_and(|m| m.ready_for < msg.0) {
+            log::info!("all partitions of ring version {} pulled; ready", msg.0);
+            self.update_me(|me| me.ready_for = msg.0);
+        }
+    }
+}
+
+impl Handler<Leave> for Gossiper {
+    type Result = Result<(), MembershipError>;
+    fn handle(&mut self, _: Leave, _: &mut Self::Context) -> Self::Result {
+        let active = self.state.active_weights();
+        let Some(me) = self.state.member(&self.me) else {
+            return Err(MembershipError::Conflict("this node is no longer a member".into()));
+        };
+        if me.state == MemberState::Leaving {
+            return Ok(());
+        }
+        if active.len() <= 1 {
+            return Err(MembershipError::Conflict(
+                "the last member of a cluster cannot leave it".into(),
+            ));
+        }
+        log::info!("leaving the cluster: handing partitions over");
+        self.update_me(|me| me.state = MemberState::Leaving);
+        Ok(())
+    }
+}
+
+impl Handler<Remove> for Gossiper {
+    type Result = Result<(), MembershipError>;
+    fn handle(&mut self, msg: Remove, _: &mut Self::Context) -> Self::Result {
+        if msg.0 == self.me {
+            return Err(MembershipError::NotAllowed(
+                "a node cannot remove itself; use leave".into(),
+            ));
+        }
+        if !self.state.remove(&msg.0) {
+            return Err(MembershipError::UnknownMember(msg.0));
+        }
+        log::info!("member {} removed; its partitions go to the others", msg.0);
+        self.claim();
+        self.announce();
+        Ok(())
+    }
+}
+
+impl Handler<LeaveComplete> for Gossiper {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _: LeaveComplete, _: &mut Self::Context) -> Self::Result {
+        self.leaving_done = true;
+        self.state.remove(&self.me);
+        self.announce();
+        // Tell every member directly (bounded by the gossip timeout), so the
+        // departure is known before this process is gone.
+        let peers: Vec<String> = self.state.members.values().map(|m| m.peer_addr.clone()).collect();
+        let calls: Vec<_> = peers
+            .iter()
+            .map(|p| {
+                self.transport
+                    .call(p, PeerRequest::Gossip(self.state.clone()), Duration::from_secs(2))
+            })
+            .collect();
+        Box::pin(futures::future::join_all(calls).into_actor(self).map(|_, act, _| {
+            log::info!("left the cluster; stopping");
+            act.exit.send_replace(Some(0));
+        }))
     }
 }

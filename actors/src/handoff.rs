@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use dynamo_core::membership::MemberState;
 use dynamo_core::wire::{PeerRequest, PeerResponse};
 use dynamo_core::NodeId;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -69,23 +68,33 @@ impl Handoff {
             return;
         }
         let liveness = self.liveness.get();
-        let owners: Vec<(NodeId, String)> = self
-            .cluster
-            .get()
+        let cluster = self.cluster.get();
+        // Hints for removed members can never be delivered: the writes they
+        // carry reached W other replicas, and those now own the data.
+        let gone: Vec<NodeId> = cluster
+            .removed
+            .keys()
+            .cloned()
+            .filter(|id| cluster.member(id).is_none())
+            .collect();
+        let owners: Vec<(NodeId, String)> = cluster
             .members
             .values()
-            .filter(|m| m.node_id != self.me && m.state != MemberState::Removed)
+            .filter(|m| m.node_id != self.me)
             .filter(|m| liveness.of(&m.node_id) == Liveness::Up)
             .map(|m| (m.node_id.clone(), m.peer_addr.clone()))
             .collect();
-        if owners.is_empty() {
-            return;
-        }
         self.busy = true;
         let replica = self.replica.clone();
         let transport = self.transport.clone();
         let timeout = self.timeout;
         let work = async move {
+            for owner in gone {
+                let dropped = drop_hints(&replica, &owner).await;
+                if dropped > 0 {
+                    log::info!("dropped {dropped} hints for removed member {owner}");
+                }
+            }
             for (owner, addr) in owners {
                 let delivered = hand_back(&replica, transport.as_ref(), &owner, &addr, timeout).await;
                 if delivered > 0 {
@@ -142,6 +151,25 @@ async fn hand_back(replica: &Replica, transport: &dyn Transport, owner: &str, ad
         }
     }
     delivered
+}
+
+/// Drop every hint kept for `owner` (a removed member).
+async fn drop_hints(replica: &Replica, owner: &str) -> usize {
+    let mut dropped = 0;
+    while let Ok(batch) = replica.scan_hints(owner.to_string(), None, BATCH).await {
+        if batch.is_empty() {
+            break;
+        }
+        for (key, object) in batch {
+            if let Ok(true) = replica.hint_delivered(owner.to_string(), key, object).await {
+                dropped += 1;
+            }
+        }
+        if dropped >= ROUND_LIMIT {
+            break;
+        }
+    }
+    dropped
 }
 
 impl Actor for Handoff {

@@ -5,7 +5,8 @@
 //! against a key's replicas, the [`gossiper`] that spreads membership, and
 //! the [`failure_detector`] that judges which peers are alive, and
 //! [`handoff`], which hands hints back to owners that return, and
-//! [`anti_entropy`], which compares Merkle trees between replicas.
+//! [`anti_entropy`], which compares Merkle trees between replicas, and
+//! [`transfer`], which moves partitions when membership changes.
 //! The [`transport`] carries typed messages between nodes and can be faulted
 //! in tests; [`node`] wires one process together.
 
@@ -20,6 +21,7 @@ pub mod node;
 pub mod replica;
 pub mod rocks;
 pub mod stats;
+pub mod transfer;
 pub mod transport;
 
 pub use node::{Node, NodeError, NodeOptions};

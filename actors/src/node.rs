@@ -33,6 +33,7 @@ use crate::handoff::Handoff;
 use crate::replica::Replica;
 use crate::rocks::RocksStore;
 use crate::stats::NodeStats;
+use crate::transfer::{Transfer, TransferProgress};
 use crate::transport::{serve_peers, PeerHandler, TcpTransport, Transport};
 
 /// Metadata name of the node's identity record.
@@ -76,6 +77,14 @@ pub enum NodeError {
         addr: String,
         /// Why.
         source: std::io::Error,
+    },
+    /// This store incarnation was removed from its cluster.
+    #[error("node {node} was removed from its cluster (data dir {dir}); wipe the data dir to join again")]
+    Removed {
+        /// The dir.
+        dir: String,
+        /// The node.
+        node: String,
     },
     /// Stored metadata is corrupt.
     #[error("data dir {dir}: corrupt {what}")]
@@ -131,6 +140,11 @@ pub struct Node {
     pub cluster: Arc<ClusterCell>,
     /// The failure detector's verdicts.
     pub liveness: Arc<LivenessCell>,
+    /// The partition transfer in flight, if any.
+    pub transfers: Arc<TransferProgress>,
+    /// Set when the node must exit: 0 after a completed leave, 1 when the
+    /// cluster removed it.
+    pub exit: Arc<tokio::sync::watch::Sender<Option<i32>>>,
     detector: Addr<FailureDetector>,
     quorums: Quorums,
     /// Whether each thread may run its own coordinator over TCP (false when
@@ -202,6 +216,7 @@ impl Node {
         let per_thread_coordinators = options.transport.is_none();
         let transport: Rc<dyn Transport> = options.transport.unwrap_or_else(|| Rc::new(TcpTransport::new()));
         let liveness = Arc::new(LivenessCell::default());
+        let exit = Arc::new(tokio::sync::watch::channel(None).0);
         let detector = FailureDetector::new(
             config.node_id.clone(),
             Duration::from_millis(config.gossip_interval_ms),
@@ -234,6 +249,7 @@ impl Node {
             StdRng::seed_from_u64(rng.gen()),
             cell.clone(),
             detector.clone(),
+            exit.clone(),
         )
         .start();
 
@@ -258,6 +274,21 @@ impl Node {
             replica.clone(),
             transport.clone(),
             stats.clone(),
+        )
+        .start();
+
+        let transfers = Arc::new(TransferProgress::default());
+        Transfer::new(
+            config.node_id.clone(),
+            config.n,
+            Duration::from_millis(config.gossip_interval_ms.min(1000)),
+            quorums.timeout,
+            cell.clone(),
+            liveness.clone(),
+            replica.clone(),
+            transport.clone(),
+            gossiper.clone(),
+            transfers.clone(),
         )
         .start();
 
@@ -288,6 +319,8 @@ impl Node {
             peer_addr,
             cluster: cell,
             liveness,
+            transfers,
+            exit,
             detector,
             quorums,
             per_thread_coordinators,
@@ -317,6 +350,20 @@ impl Node {
             },
         )
         .start()
+    }
+
+    /// Resolves with the exit code once the node must exit (after a leave,
+    /// or when it learns it was removed).
+    pub async fn exit_requested(&self) -> i32 {
+        let mut rx = self.exit.subscribe();
+        loop {
+            if let Some(code) = *rx.borrow_and_update() {
+                return code;
+            }
+            if rx.changed().await.is_err() {
+                return 1;
+            }
+        }
     }
 
     /// Make every write durable and quiesce the store (at shutdown, after
@@ -404,13 +451,21 @@ fn load_cluster(store: &dyn Store, config: &Config, identity: &Identity, dir: &s
         generation: identity.generation,
         version: 1,
         state: MemberState::Active,
+        epoch: identity.epoch,
+        ready_for: 0,
     };
     let stored = store.get_meta(CLUSTER_META).map_err(|source| NodeError::Store {
         dir: dir.to_string(),
         source,
     })?;
     match stored {
-        None => Ok(ClusterState::new(me, config.partitions)),
+        // With no seeds this node founds a cluster; with seeds it waits for
+        // theirs (its placeholder ring loses to any real one).
+        None => Ok(ClusterState::new(
+            me,
+            config.partitions,
+            config.other_seeds().is_empty(),
+        )),
         Some(bytes) => {
             let mut cluster: ClusterState = postcard::from_bytes(&bytes).map_err(|_| NodeError::Corrupt {
                 dir: dir.to_string(),
@@ -423,7 +478,22 @@ fn load_cluster(store: &dyn Store, config: &Config, identity: &Identity, dir: &s
                     cluster.ring.partitions()
                 );
             }
-            cluster.members.insert(me.node_id.clone(), me);
+            if cluster.is_removed(&me.node_id, me.epoch) {
+                return Err(NodeError::Removed {
+                    dir: dir.to_string(),
+                    node: me.node_id,
+                });
+            }
+            // Keep what the cluster knows of this member (its state, its
+            // readiness), with this start's generation and addresses.
+            let mut entry = cluster.members.get(&me.node_id).cloned().unwrap_or(me.clone());
+            entry.generation = me.generation;
+            entry.version = 1;
+            entry.peer_addr = me.peer_addr;
+            entry.http_addr = me.http_addr;
+            entry.weight = me.weight;
+            entry.epoch = me.epoch;
+            cluster.members.insert(me.node_id.clone(), entry);
             Ok(cluster)
         }
     }
@@ -487,6 +557,22 @@ impl PeerHandler for Dispatcher {
                     let limit = (limit as usize).min(MAX_AE_ITEMS);
                     match replica.leaf_keys(partition, leaves, q, limit).await {
                         Ok(pairs) => PeerResponse::AeKeyDigests(pairs),
+                        Err(e) => failed(&e),
+                    }
+                }
+                PeerRequest::PullPartition {
+                    partition,
+                    q,
+                    after,
+                    limit,
+                } => {
+                    if partition >= q || q == 0 {
+                        return failed(&"no such partition");
+                    }
+                    let (from, to) = dynamo_core::merkle::partition_range(partition, q);
+                    let limit = (limit as usize).clamp(1, MAX_AE_ITEMS);
+                    match replica.scan_range(from, to, after, limit).await {
+                        Ok((items, done)) => PeerResponse::Chunk { items, done },
                         Err(e) => failed(&e),
                     }
                 }

@@ -324,6 +324,80 @@ impl Handler<LeafKeys> for ReplicaShard {
     }
 }
 
+/// A chunk of a ring range's data, in ring order, after a position/key.
+#[derive(Message)]
+#[rtype(result = "Result<(Vec<(Vec<u8>, Object)>, bool), StoreError>")]
+pub struct ScanRange {
+    /// First ring position.
+    pub from: u128,
+    /// Last ring position.
+    pub to: u128,
+    /// Skip up to and including this (position, key).
+    pub after: Option<(u128, Vec<u8>)>,
+    /// At most this many keys.
+    pub limit: usize,
+}
+
+impl Handler<ScanRange> for ReplicaShard {
+    type Result = Result<(Vec<(Vec<u8>, Object)>, bool), StoreError>;
+    fn handle(&mut self, msg: ScanRange, _: &mut Self::Context) -> Self::Result {
+        let from = msg.after.as_ref().map_or(msg.from, |(pos, _)| *pos);
+        let mut items = Vec::new();
+        let mut more = false;
+        let mut failure = None;
+        self.store.scan(from, msg.to, &mut |key, encoded| {
+            if let Some((pos, last)) = &msg.after {
+                let here = dynamo_core::ring::ring_position(key);
+                if (here, key) <= (*pos, last.as_slice()) {
+                    return true;
+                }
+            }
+            if items.len() >= msg.limit {
+                more = true;
+                return false;
+            }
+            match decode_object(encoded) {
+                Ok(object) => items.push((key.to_vec(), object)),
+                Err(e) => {
+                    failure = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok((items, !more))
+    }
+}
+
+/// Delete `key` if its stored object is still exactly `expected` (after
+/// handing it to the partition's owners).
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct DropIfUnchanged {
+    /// The key.
+    pub key: Vec<u8>,
+    /// What must still be stored.
+    pub expected: Object,
+}
+
+impl Handler<DropIfUnchanged> for ReplicaShard {
+    type Result = Result<bool, StoreError>;
+    fn handle(&mut self, msg: DropIfUnchanged, _: &mut Self::Context) -> Self::Result {
+        let Some((current, old)) = self.read(&msg.key)? else {
+            return Ok(false);
+        };
+        if current != msg.expected {
+            return Ok(false);
+        }
+        self.store.delete(&msg.key)?;
+        self.digests.apply(&msg.key, Some(&old), None);
+        Ok(true)
+    }
+}
+
 /// Keys of a ring range whose objects are all tombstones.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Vec<u8>>, StoreError>")]
@@ -501,6 +575,23 @@ impl Replica {
                 limit,
             })
             .await??)
+    }
+
+    /// A chunk of the data in ring range `from..=to` after `after`, and
+    /// whether the range is exhausted. Scans run on the first shard.
+    pub async fn scan_range(
+        &self,
+        from: u128,
+        to: u128,
+        after: Option<(u128, Vec<u8>)>,
+        limit: usize,
+    ) -> Result<(Vec<(Vec<u8>, Object)>, bool), ReplicaError> {
+        Ok(self.shards[0].send(ScanRange { from, to, after, limit }).await??)
+    }
+
+    /// Delete `key` if it still holds exactly `expected`.
+    pub async fn drop_if_unchanged(&self, key: Vec<u8>, expected: Object) -> Result<bool, ReplicaError> {
+        Ok(self.shard(&key).send(DropIfUnchanged { key, expected }).await??)
     }
 
     /// Keys in `from..=to` whose objects are all tombstones.

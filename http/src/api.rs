@@ -68,6 +68,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/admin/leave")
+            .route(web::post().to(admin_leave))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/remove/{node_id}")
+            .route(web::post().to(admin_remove))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/admin/local/{key:.*}")
             .route(web::get().to(admin_local))
             .default_service(web::to(method_not_allowed)),
@@ -368,7 +378,13 @@ fn written(state: &AppState, key: &[u8], reply: ClientReply) -> Result<HttpRespo
     Ok(with_kv_headers(resp, &coordinator, replicas))
 }
 
-async fn health() -> HttpResponse {
+/// `200` once the node serves requests: it belongs to a cluster with a
+/// ring (a node started with seeds has none until it has heard from them).
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    if state.node.cluster.get().ring.version == 0 {
+        let err = ApiError::Unavailable("not serving yet: waiting to join the cluster of its seeds".into());
+        return err.error_response();
+    }
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
@@ -386,15 +402,18 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let cfg = &node.config;
     let ring = &view.state.ring;
-    let owned = ring.owned_counts();
-    let replicated = ring.replicated_counts(cfg.n);
+    // A placeholder ring (version 0: not joined yet) assigns nothing.
+    let (owned, replicated) = if ring.version == 0 {
+        Default::default()
+    } else {
+        (ring.owned_counts(), ring.replicated_counts(cfg.n))
+    };
     let liveness = node.liveness.get();
     let now = std::time::Instant::now();
     let members: Vec<serde_json::Value> = view
         .state
         .members
         .values()
-        .filter(|m| m.state != MemberState::Removed)
         .map(|m| {
             json!({
                 "node_id": m.node_id,
@@ -429,6 +448,19 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         "w": cfg.w,
         "partitions": ring.partitions(),
         "ring_version": ring.version,
+        "target_ring_version": view.state.target.as_ref().map(|t| t.version),
+        "transfers": node.transfers.current().map(|t| {
+            let secs = t.started.elapsed().as_secs_f64();
+            json!({
+                "partition": t.partition,
+                "kind": t.kind,
+                "peer": t.peer,
+                "keys": t.keys,
+                "bytes": t.bytes,
+                "elapsed_ms": (secs * 1000.0) as u64,
+                "keys_per_s": if secs > 0.0 { (t.keys as f64 / secs) as u64 } else { 0 },
+            })
+        }).into_iter().collect::<Vec<_>>(),
         "members": members,
         "storage": {"keys": storage.keys, "bytes": storage.bytes},
         "hints": {
@@ -444,6 +476,40 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         "read_repairs": NodeStats::get(&node.stats.read_repairs),
         "requests": state.metrics.to_json(),
     })))
+}
+
+fn membership_error(e: dynamo_actors::gossiper::MembershipError) -> ApiError {
+    use dynamo_actors::gossiper::MembershipError as M;
+    match e {
+        M::UnknownMember(id) => ApiError::NotFound(format!("no member {id}")),
+        M::NotAllowed(m) => ApiError::BadRequest(m),
+        M::Conflict(m) => ApiError::Conflict(m),
+    }
+}
+
+/// SPEC §4: hand everything over, leave the ring, exit 0.
+async fn admin_leave(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state
+        .node
+        .gossiper
+        .send(dynamo_actors::gossiper::Leave)
+        .await
+        .map_err(|e| ApiError::Internal(format!("gossiper unavailable: {e}")))?
+        .map_err(membership_error)?;
+    Ok(HttpResponse::Accepted().json(json!({"status": "leaving", "node_id": state.node.config.node_id})))
+}
+
+/// SPEC §4: remove a member that is gone for good.
+async fn admin_remove(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    state
+        .node
+        .gossiper
+        .send(dynamo_actors::gossiper::Remove(id.clone()))
+        .await
+        .map_err(|e| ApiError::Internal(format!("gossiper unavailable: {e}")))?
+        .map_err(membership_error)?;
+    Ok(HttpResponse::Accepted().json(json!({"status": "removed", "node_id": id})))
 }
 
 /// SPEC §4: the partition map, so a partition-aware client can send a

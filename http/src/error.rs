@@ -29,6 +29,10 @@ pub enum ApiError {
     /// Route exists, method does not.
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
+    /// The request conflicts with the cluster's state (e.g. the last
+    /// member asked to leave).
+    #[error("{0}")]
+    Conflict(String),
     /// Quorum not reached.
     #[error("{0}")]
     Unavailable(String),
@@ -47,6 +51,7 @@ impl ApiError {
             ApiError::ValueTooLarge(_) => "value_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -72,6 +77,7 @@ impl ResponseError for ApiError {
             ApiError::ValueTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

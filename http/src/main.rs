@@ -150,9 +150,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let running = server::start(config, listener, NodeOptions::default()).await?;
         log::info!("node {} serving clients", running.node.config.node_id);
-        running.server.await?;
+        let handle = running.server.handle();
+        let node = running.node.clone();
+        // SIGTERM ends the server; a completed leave (or a removal) ends
+        // the node: then drain the server the same way.
+        let code = tokio::select! {
+            served = running.server => {
+                served?;
+                0
+            }
+            code = node.exit_requested() => {
+                handle.stop(true).await;
+                code
+            }
+        };
         running.node.close();
         log::info!("node {} stopped", running.node.config.node_id);
+        if code != 0 {
+            anyhow::bail!("node {} was removed from its cluster", running.node.config.node_id);
+        }
         Ok(())
     })
 }

@@ -80,25 +80,45 @@ pub fn dynamo_bin() -> PathBuf {
 static BLOCK_COUNTER: AtomicU32 = AtomicU32::new(1);
 static TEMP_COUNTER: AtomicU32 = AtomicU32::new(1);
 
-/// A private block of loopback addresses: `127.a.b.1`, `127.a.b.2`, ...
+/// A private block of loopback addresses, `127.a.b.(c+1)`, `127.a.b.(c+2)`,
+/// ...: `a.b` is unique to this process (from its pid), `c` to the cluster
+/// within the process, so concurrent tests never share an address.
 #[derive(Clone, Copy, Debug)]
 pub struct AddrBlock {
     pub a: u8,
     pub b: u8,
+    pub c: u8,
 }
+
+/// Nodes a cluster may have.
+const NODES_PER_BLOCK: u32 = 8;
 
 impl AddrBlock {
     pub fn next() -> AddrBlock {
-        let b = BLOCK_COUNTER.fetch_add(1, Ordering::SeqCst);
-        assert!(b <= 250, "this test process used up its 250 loopback address blocks");
-        let a = 10 + std::process::id() % 200;
-        AddrBlock { a: a as u8, b: b as u8 }
+        let n = BLOCK_COUNTER.fetch_add(1, Ordering::SeqCst) - 1;
+        assert!(
+            n < 250 / NODES_PER_BLOCK,
+            "this test process used up its loopback address blocks"
+        );
+        let pid = std::process::id();
+        // pid_max is at most 4,194,304 (2^22); 250 × 200 covers 50,000 and
+        // wraps beyond, which two tests running at once never share.
+        let a = 10 + (pid / 250) % 200;
+        let b = pid % 250 + 1;
+        AddrBlock {
+            a: a as u8,
+            b: b as u8,
+            c: (n * NODES_PER_BLOCK) as u8,
+        }
     }
 
-    /// IP of node `i` (0-based): `127.a.b.{i+1}`.
+    /// IP of node `i` (0-based).
     pub fn ip(&self, i: usize) -> Ipv4Addr {
-        assert!(i < 254);
-        Ipv4Addr::new(127, self.a, self.b, (i + 1) as u8)
+        assert!(
+            (i as u32) < NODES_PER_BLOCK,
+            "at most {NODES_PER_BLOCK} nodes per cluster"
+        );
+        Ipv4Addr::new(127, self.a, self.b, self.c + i as u8 + 1)
     }
 
     pub fn http_addr(&self, i: usize) -> String {
