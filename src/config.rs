@@ -77,6 +77,9 @@ pub struct Config {
     /// HTTP worker threads (default: one per two cores, at least one — the
     /// peer server and storage threads need the rest).
     pub http_workers: usize,
+    /// Keys per second a partition transfer (join, leave, remove) moves at
+    /// most, so a rebalance leaves room for client requests.
+    pub transfer_keys_per_sec: u64,
 }
 
 /// Largest key, in bytes (SPEC §3).
@@ -103,6 +106,7 @@ impl Default for Config {
             cluster_secret: None,
             client_token: None,
             http_workers: default_http_workers(),
+            transfer_keys_per_sec: 5_000,
         }
     }
 }
@@ -160,6 +164,8 @@ pub struct Overrides {
     pub client_token: Option<String>,
     /// See [`Config::http_workers`].
     pub http_workers: Option<usize>,
+    /// See [`Config::transfer_keys_per_sec`].
+    pub transfer_keys_per_sec: Option<u64>,
 }
 
 impl Config {
@@ -200,7 +206,8 @@ impl Config {
             gossip_interval_ms,
             anti_entropy_interval_ms,
             sync_writes,
-            http_workers
+            http_workers,
+            transfer_keys_per_sec
         );
         if o.data_dir.is_some() {
             self.data_dir = o.data_dir;
@@ -250,6 +257,9 @@ impl Config {
         }
         if self.weight == 0 || self.weight > 1000 {
             return bad(format!("weight = {} must be between 1 and 1000", self.weight));
+        }
+        if self.transfer_keys_per_sec == 0 {
+            return bad("transfer_keys_per_sec must be positive".into());
         }
         if self.http_workers == 0 || self.http_workers > 256 {
             return bad(format!(

@@ -289,6 +289,7 @@ impl Node {
             transport.clone(),
             gossiper.clone(),
             transfers.clone(),
+            config.transfer_keys_per_sec,
         )
         .start();
 

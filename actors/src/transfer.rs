@@ -35,8 +35,6 @@ use crate::transport::Transport;
 
 /// Keys per chunk.
 const CHUNK: usize = 256;
-/// Keys moved per second at most (transfers run beside client traffic).
-const KEYS_PER_SEC: u64 = 5_000;
 
 /// A transfer in flight, for `/status`.
 #[derive(Clone, Debug)]
@@ -95,6 +93,7 @@ pub struct Transfer {
     handover_cursor: u32,
     busy: bool,
     leaving_reported: bool,
+    keys_per_sec: u64,
 }
 
 impl Transfer {
@@ -111,6 +110,7 @@ impl Transfer {
         transport: Rc<dyn Transport>,
         gossiper: Addr<Gossiper>,
         progress: Arc<TransferProgress>,
+        keys_per_sec: u64,
     ) -> Self {
         Transfer {
             me,
@@ -128,6 +128,7 @@ impl Transfer {
             handover_cursor: 0,
             busy: false,
             leaving_reported: false,
+            keys_per_sec: keys_per_sec.max(1),
         }
     }
 
@@ -234,6 +235,7 @@ impl Transfer {
             replica: self.replica.clone(),
             transport: self.transport.clone(),
             progress: self.progress.clone(),
+            keys_per_sec: self.keys_per_sec,
         }
     }
 }
@@ -271,12 +273,13 @@ struct Job {
     replica: Replica,
     transport: Rc<dyn Transport>,
     progress: Arc<TransferProgress>,
+    keys_per_sec: u64,
 }
 
 impl Job {
-    /// Pace chunks to [`KEYS_PER_SEC`].
-    async fn pace(started: Instant, keys: u64) {
-        let due = Duration::from_millis(keys * 1000 / KEYS_PER_SEC);
+    /// Pace the work to `keys_per_sec`.
+    async fn pace(&self, started: Instant, keys: u64) {
+        let due = Duration::from_millis(keys * 1000 / self.keys_per_sec);
         if let Some(wait) = due.checked_sub(started.elapsed()) {
             tokio::time::sleep(wait).await;
         }
@@ -332,7 +335,7 @@ impl Job {
                 if done {
                     break Ok(());
                 }
-                Self::pace(started, keys).await;
+                self.pace(started, keys).await;
             };
             match outcome {
                 Ok(()) => {
@@ -407,7 +410,7 @@ impl Job {
             }
             moved += 1;
             self.progress.add(1, 0);
-            Self::pace(started, moved).await;
+            self.pace(started, moved).await;
         }
         self.progress.set(None);
     }

@@ -81,6 +81,9 @@ struct ServeArgs {
     /// HTTP worker threads.
     #[arg(long, env = "DYNAMO_HTTP_WORKERS")]
     http_workers: Option<usize>,
+    /// Keys per second a partition transfer moves at most.
+    #[arg(long, env = "DYNAMO_TRANSFER_KEYS_PER_SEC")]
+    transfer_keys_per_sec: Option<u64>,
 }
 
 #[derive(Args)]
@@ -121,6 +124,7 @@ impl ServeArgs {
             cluster_secret: self.cluster_secret,
             client_token: self.client_token,
             http_workers: self.http_workers,
+            transfer_keys_per_sec: self.transfer_keys_per_sec,
         });
         config.validate()?;
         Ok(config)

@@ -372,6 +372,9 @@ pub struct Cluster {
     pub block: AddrBlock,
     pub partitions: u64,
     procs: Vec<Proc>,
+    /// The seed list every node starts with.
+    seeds: String,
+    opts: Opts,
     // Declared last: dropped after the processes are killed.
     tmp: TempDir,
 }
@@ -391,50 +394,72 @@ impl Cluster {
         let block = AddrBlock::next();
         let tmp = TempDir::new("cluster");
         let seeds: Vec<String> = (0..k).map(|i| block.peer_addr(i)).collect();
-        let seeds = seeds.join(",");
-        let mut procs = Vec::new();
-        for i in 0..k {
-            let id = node_id(i);
-            let mut args: Vec<String> = vec![
-                "serve".into(),
-                "--node-id".into(),
-                id.clone(),
-                "--http-addr".into(),
-                block.http_addr(i),
-                "--peer-addr".into(),
-                block.peer_addr(i),
-                "--data-dir".into(),
-                tmp.path().join(&id).to_string_lossy().into_owned(),
-                "--seeds".into(),
-                seeds.clone(),
-                "--n".into(),
-                N.to_string(),
-                "--r".into(),
-                R.to_string(),
-                "--w".into(),
-                W.to_string(),
-                "--partitions".into(),
-                PARTITIONS.to_string(),
-                "--request-timeout-ms".into(),
-                "1000".into(),
-                "--gossip-interval-ms".into(),
-                "100".into(),
-            ];
-            args.extend(opts.extra_args.iter().cloned());
-            let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
-            env.extend(opts.env.iter().cloned());
-            procs.push(Proc::new(&id, tmp.path(), args, env));
-        }
         let mut c = Cluster {
             block,
             partitions: PARTITIONS,
-            procs,
+            procs: Vec::new(),
+            seeds: seeds.join(","),
+            opts,
             tmp,
         };
+        for _ in 0..k {
+            c.push_node(&[]);
+        }
         for p in c.procs.iter_mut() {
             p.spawn();
         }
         c
+    }
+
+    /// Define node `procs.len()` (not started), seeded with the cluster's
+    /// first nodes, with `extra` flags on top of the cluster's.
+    fn push_node(&mut self, extra: &[&str]) -> usize {
+        let i = self.procs.len();
+        let id = node_id(i);
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--node-id".into(),
+            id.clone(),
+            "--http-addr".into(),
+            self.block.http_addr(i),
+            "--peer-addr".into(),
+            self.block.peer_addr(i),
+            "--data-dir".into(),
+            self.tmp.path().join(&id).to_string_lossy().into_owned(),
+            "--seeds".into(),
+            self.seeds.clone(),
+            "--n".into(),
+            N.to_string(),
+            "--r".into(),
+            R.to_string(),
+            "--w".into(),
+            W.to_string(),
+            "--partitions".into(),
+            PARTITIONS.to_string(),
+            "--request-timeout-ms".into(),
+            "1000".into(),
+            "--gossip-interval-ms".into(),
+            "100".into(),
+        ];
+        args.extend(self.opts.extra_args.iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
+        env.extend(self.opts.env.iter().cloned());
+        self.procs.push(Proc::new(&id, self.tmp.path(), args, env));
+        i
+    }
+
+    /// Wait (bounded) for node `i` to exit by itself.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
+        self.procs[i].wait_exit(timeout)
+    }
+
+    /// Start one more node that joins through the existing nodes' seeds;
+    /// returns its index. Does not wait.
+    pub fn add_node(&mut self, extra: &[&str]) -> usize {
+        let i = self.push_node(extra);
+        self.procs[i].spawn();
+        i
     }
 
     pub fn len(&self) -> usize {
