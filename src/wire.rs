@@ -225,6 +225,23 @@ pub enum PeerResponse {
 /// One frame on a peer connection.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
+    /// Handshake 1 (connecting side, when a cluster secret is set): a nonce.
+    Hello {
+        /// Fresh random bytes.
+        nonce: Vec<u8>,
+    },
+    /// Handshake 2 (accepting side): its nonce and its proof.
+    Challenge {
+        /// Fresh random bytes.
+        nonce: Vec<u8>,
+        /// `auth::server_proof` over both nonces.
+        proof: Vec<u8>,
+    },
+    /// Handshake 3 (connecting side): its proof.
+    Proof {
+        /// `auth::client_proof` over both nonces.
+        proof: Vec<u8>,
+    },
     /// A call, answered by a `Response` with the same id.
     Request {
         /// Chosen by the caller, unique per connection.

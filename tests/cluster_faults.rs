@@ -59,7 +59,7 @@ impl TestCluster {
                 gossip_interval_ms: 50,
                 ..Config::default()
             };
-            let tcp: Rc<dyn Transport> = Rc::new(TcpTransport::new());
+            let tcp: Rc<dyn Transport> = Rc::new(TcpTransport::new(None));
             let transport = Rc::new(FaultyTransport::new(tcp, addrs[i].clone(), faults.clone()));
             let options = NodeOptions {
                 transport: Some(transport),

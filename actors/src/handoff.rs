@@ -74,8 +74,8 @@ impl Handoff {
         let gone: Vec<NodeId> = cluster
             .removed
             .keys()
-            .cloned()
             .filter(|id| cluster.member(id).is_none())
+            .cloned()
             .collect();
         let owners: Vec<(NodeId, String)> = cluster
             .members

@@ -34,7 +34,7 @@ use crate::replica::Replica;
 use crate::rocks::RocksStore;
 use crate::stats::NodeStats;
 use crate::transfer::{Transfer, TransferProgress};
-use crate::transport::{serve_peers, PeerHandler, TcpTransport, Transport};
+use crate::transport::{serve_peers, PeerHandler, Secret, TcpTransport, Transport};
 
 /// Metadata name of the node's identity record.
 const IDENTITY_META: &str = "identity";
@@ -147,6 +147,7 @@ pub struct Node {
     pub exit: Arc<tokio::sync::watch::Sender<Option<i32>>>,
     detector: Addr<FailureDetector>,
     quorums: Quorums,
+    secret: Secret,
     /// Whether each thread may run its own coordinator over TCP (false when
     /// a test injected a transport, which lives on one thread).
     per_thread_coordinators: bool,
@@ -214,7 +215,10 @@ impl Node {
         };
         let cell = ClusterCell::new(cluster.clone());
         let per_thread_coordinators = options.transport.is_none();
-        let transport: Rc<dyn Transport> = options.transport.unwrap_or_else(|| Rc::new(TcpTransport::new()));
+        let secret: Secret = config.cluster_secret.as_deref().map(|s| Arc::from(s.as_bytes()));
+        let transport: Rc<dyn Transport> = options
+            .transport
+            .unwrap_or_else(|| Rc::new(TcpTransport::new(secret.clone())));
         let liveness = Arc::new(LivenessCell::default());
         let exit = Arc::new(tokio::sync::watch::channel(None).0);
         let detector = FailureDetector::new(
@@ -299,10 +303,7 @@ impl Node {
             gossiper: gossiper.clone(),
             cluster: cell.clone(),
         });
-        actix::spawn(serve_peers(listener, handler));
-        if config.cluster_secret.is_some() {
-            log::warn!("cluster_secret keys context tokens only: peer connections are not yet authenticated");
-        }
+        actix::spawn(serve_peers(listener, handler, secret.clone()));
         log::info!(
             "node {} (store epoch {:x}, generation {}) serving peers on {peer_addr}",
             config.node_id,
@@ -325,6 +326,7 @@ impl Node {
             detector,
             quorums,
             per_thread_coordinators,
+            secret,
             started: Instant::now(),
             store,
         })
@@ -345,7 +347,7 @@ impl Node {
                 cluster: self.cluster.clone(),
                 liveness: self.liveness.clone(),
                 detector: self.detector.clone().recipient(),
-                transport: Rc::new(TcpTransport::new()),
+                transport: Rc::new(TcpTransport::new(self.secret.clone())),
                 replica: self.replica.clone(),
                 stats: self.stats.clone(),
             },

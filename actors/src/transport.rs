@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use dynamo_core::auth;
 use dynamo_core::wire::{Frame, PeerRequest, PeerResponse, MAX_FRAME_BYTES};
 use futures::future::LocalBoxFuture;
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -34,6 +35,8 @@ const QUEUE_PER_PEER: usize = 4096;
 const IN_FLIGHT_PER_CONNECTION: usize = 1024;
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long each step of the cluster-secret handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(2000);
 /// After a failed connect, the next attempt waits this long.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -87,17 +90,25 @@ struct Call {
     reply: Reply,
 }
 
+/// The cluster secret, shared by a node's transports and peer server.
+pub type Secret = Option<Arc<[u8]>>;
+
 /// The TCP transport. Lives on one arbiter thread (its connection tasks are
 /// local tasks), like the actors that use it.
 #[derive(Default)]
 pub struct TcpTransport {
     peers: RefCell<HashMap<String, mpsc::Sender<Call>>>,
+    secret: Secret,
 }
 
 impl TcpTransport {
-    /// A transport with no connections yet.
-    pub fn new() -> Self {
-        Self::default()
+    /// A transport with no connections yet; with a secret, every connection
+    /// proves it holds it (and checks the peer does) before any call.
+    pub fn new(secret: Secret) -> Self {
+        TcpTransport {
+            peers: RefCell::default(),
+            secret,
+        }
     }
 
     fn sender(&self, peer: &str) -> mpsc::Sender<Call> {
@@ -106,7 +117,7 @@ impl TcpTransport {
             return tx.clone();
         }
         let (tx, rx) = mpsc::channel(QUEUE_PER_PEER);
-        tokio::task::spawn_local(run_connection(peer.to_string(), rx));
+        tokio::task::spawn_local(run_connection(peer.to_string(), rx, self.secret.clone()));
         peers.insert(peer.to_string(), tx.clone());
         tx
     }
@@ -140,8 +151,73 @@ impl Transport for TcpTransport {
 /// Calls sent on the current connection and not yet answered.
 type Pending = Rc<RefCell<HashMap<u64, Reply>>>;
 
+type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
+type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>;
+
+/// Read one frame within the handshake deadline.
+async fn next_frame(frames: &mut Reader) -> Result<Frame, String> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
+        Ok(Some(Ok(bytes))) => Frame::decode(&bytes).map_err(|e| e.to_string()),
+        Ok(Some(Err(e))) => Err(e.to_string()),
+        Ok(None) => Err("connection closed".into()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+async fn send_frame(sink: &mut Writer, frame: &Frame) -> Result<(), String> {
+    let bytes = frame.encode().map_err(|e| e.to_string())?;
+    sink.send(Bytes::from(bytes)).await.map_err(|e| e.to_string())
+}
+
+fn nonce() -> Vec<u8> {
+    let mut n = vec![0u8; auth::NONCE_LEN];
+    rand::thread_rng().fill(&mut n[..]);
+    n
+}
+
+/// Connecting side of the handshake (see `dynamo_core::auth`).
+async fn authenticate_to(secret: &[u8], frames: &mut Reader, sink: &mut Writer) -> Result<(), String> {
+    let mine = nonce();
+    send_frame(sink, &Frame::Hello { nonce: mine.clone() }).await?;
+    let (theirs, proof) = match next_frame(frames).await? {
+        Frame::Challenge { nonce, proof } => (nonce, proof),
+        _ => return Err("the peer did not answer the handshake".into()),
+    };
+    if theirs.len() != auth::NONCE_LEN || !auth::verify_server(secret, &mine, &theirs, &proof) {
+        return Err("the peer does not hold the cluster secret".into());
+    }
+    send_frame(
+        sink,
+        &Frame::Proof {
+            proof: auth::client_proof(secret, &theirs, &mine),
+        },
+    )
+    .await
+}
+
+/// Accepting side of the handshake.
+async fn authenticate_from(secret: &[u8], frames: &mut Reader, sink: &mut Writer) -> Result<(), String> {
+    let theirs = match next_frame(frames).await? {
+        Frame::Hello { nonce } if nonce.len() == auth::NONCE_LEN => nonce,
+        _ => return Err("it did not start with the cluster-secret handshake".into()),
+    };
+    let mine = nonce();
+    send_frame(
+        sink,
+        &Frame::Challenge {
+            nonce: mine.clone(),
+            proof: auth::server_proof(secret, &theirs, &mine),
+        },
+    )
+    .await?;
+    match next_frame(frames).await? {
+        Frame::Proof { proof } if auth::verify_client(secret, &mine, &theirs, &proof) => Ok(()),
+        _ => Err("it does not hold the cluster secret".into()),
+    }
+}
+
 /// Owns the connection to one peer for the life of the transport.
-async fn run_connection(addr: String, mut calls: mpsc::Receiver<Call>) {
+async fn run_connection(addr: String, mut calls: mpsc::Receiver<Call>, secret: Secret) {
     let mut down_until: Option<Instant> = None;
     while let Some(first) = calls.recv().await {
         // Right after a failed connect, wait out the back-off instead of
@@ -165,17 +241,22 @@ async fn run_connection(addr: String, mut calls: mpsc::Receiver<Call>) {
                 continue;
             }
         };
-        down_until = None;
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
+        let mut frames = FramedRead::new(read, codec());
+        let mut sink = FramedWrite::new(write, codec());
+        if let Some(secret) = &secret {
+            if let Err(e) = authenticate_to(secret, &mut frames, &mut sink).await {
+                log::warn!("peer {addr} refused: {e}");
+                down_until = Some(Instant::now() + RECONNECT_BACKOFF);
+                let _ = first.reply.send(Err(TransportError::Unreachable(addr.clone())));
+                continue;
+            }
+        }
+        down_until = None;
         let pending: Pending = Rc::default();
         let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
-        let reader = tokio::task::spawn_local(read_responses(
-            FramedRead::new(read, codec()),
-            pending.clone(),
-            closed_tx,
-        ));
-        let mut sink = FramedWrite::new(write, codec());
+        let reader = tokio::task::spawn_local(read_responses(frames, pending.clone(), closed_tx));
         let mut next_id: u64 = 0;
         let mut call = Some(first);
         'connected: loop {
@@ -238,7 +319,7 @@ async fn read_responses(
                     let _ = reply.send(Ok(body));
                 }
             }
-            Ok(Frame::Request { .. }) | Err(_) => {
+            Ok(_) | Err(_) => {
                 log::warn!("peer sent an unexpected or undecodable frame; closing connection");
                 break;
             }
@@ -248,14 +329,15 @@ async fn read_responses(
 }
 
 /// Accept peer connections on `listener` and answer their calls with
-/// `handler`, until the task is dropped.
-pub async fn serve_peers(listener: TcpListener, handler: Rc<dyn PeerHandler>) {
+/// `handler`, until the task is dropped. With a secret, a connection is
+/// served only after it proved it holds the secret.
+pub async fn serve_peers(listener: TcpListener, handler: Rc<dyn PeerHandler>, secret: Secret) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
                 let _ = stream.set_nodelay(true);
                 log::debug!("peer connection from {remote}");
-                tokio::task::spawn_local(serve_connection(stream, handler.clone()));
+                tokio::task::spawn_local(serve_connection(stream, remote, handler.clone(), secret.clone()));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off, do not spin.
@@ -266,14 +348,25 @@ pub async fn serve_peers(listener: TcpListener, handler: Rc<dyn PeerHandler>) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, handler: Rc<dyn PeerHandler>) {
+async fn serve_connection(
+    stream: TcpStream,
+    remote: std::net::SocketAddr,
+    handler: Rc<dyn PeerHandler>,
+    secret: Secret,
+) {
     let (read, write) = stream.into_split();
     let mut frames = FramedRead::new(read, codec());
+    let mut sink = FramedWrite::new(write, codec());
+    if let Some(secret) = &secret {
+        if let Err(e) = authenticate_from(secret, &mut frames, &mut sink).await {
+            log::warn!("refused peer connection from {remote}: {e}");
+            return;
+        }
+    }
     // Room for every permitted in-flight answer, so a handler never blocks
     // on sending its answer while holding a permit.
     let (answers_tx, mut answers_rx) = mpsc::channel::<Vec<u8>>(IN_FLIGHT_PER_CONNECTION);
     let writer = tokio::task::spawn_local(async move {
-        let mut sink = FramedWrite::new(write, codec());
         while let Some(bytes) = answers_rx.recv().await {
             if sink.feed(Bytes::from(bytes)).await.is_err() {
                 return;
@@ -292,8 +385,12 @@ async fn serve_connection(stream: TcpStream, handler: Rc<dyn PeerHandler>) {
     while let Some(Ok(bytes)) = frames.next().await {
         let (id, request) = match Frame::decode(&bytes) {
             Ok(Frame::Request { id, body }) => (id, body),
-            Ok(Frame::Response { .. }) | Err(_) => {
-                log::warn!("peer sent an unexpected or undecodable frame; closing connection");
+            Ok(Frame::Hello { .. }) => {
+                log::warn!("refused peer connection from {remote}: it holds a cluster secret and this node has none");
+                break;
+            }
+            Ok(_) | Err(_) => {
+                log::warn!("peer {remote} sent an unexpected or undecodable frame; closing connection");
                 break;
             }
         };

@@ -45,6 +45,7 @@ pub struct AppState {
 
 /// Register every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    crate::ops::configure_ops(cfg);
     cfg.service(
         web::resource("/kv/{key:.*}")
             .route(web::get().to(kv_get))
@@ -272,6 +273,7 @@ fn render_object(state: &AppState, req: &HttpRequest, key: &[u8], object: &Objec
         return builder(StatusCode::NOT_FOUND).json(json!({"error": err.kind(), "message": err.to_string()}));
     }
     let versions = object.versions();
+    state.metrics.record_siblings(versions.len());
     if versions.len() == 1 && !wants_json(req.headers()) {
         let value = &versions[0].value;
         return builder(StatusCode::OK)

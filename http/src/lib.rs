@@ -11,4 +11,5 @@
 pub mod api;
 pub mod error;
 pub mod metrics;
+pub mod ops;
 pub mod server;

@@ -454,6 +454,16 @@ impl Cluster {
         self.procs[i].wait_exit(timeout)
     }
 
+    /// Start one more node, seeded like the others but without the
+    /// cluster's extra flags (e.g. without its `--cluster-secret`).
+    pub fn add_node_without_cluster_args(&mut self, extra: &[&str]) -> usize {
+        let saved = std::mem::take(&mut self.opts.extra_args);
+        let i = self.push_node(extra);
+        self.opts.extra_args = saved;
+        self.procs[i].spawn();
+        i
+    }
+
     /// Start one more node that joins through the existing nodes' seeds;
     /// returns its index. Does not wait.
     pub fn add_node(&mut self, extra: &[&str]) -> usize {
