@@ -88,6 +88,9 @@ pub enum OpError {
     /// The request itself is invalid (e.g. quorum above N).
     #[error("{0}")]
     BadRequest(String),
+    /// The request conflicts with the key's state (too many siblings).
+    #[error("{0}")]
+    Conflict(String),
     /// The node failed internally (storage error).
     #[error("internal error: {0}")]
     Internal(String),

@@ -370,7 +370,10 @@ async fn write(
         .replica
         .update(key.clone(), context, shared.actor.clone(), value)
         .await
-        .map_err(|e| OpError::Internal(e.to_string()))?;
+        .map_err(|e| match e {
+            crate::replica::ReplicaError::TooManySiblings(_) => OpError::Conflict(e.to_string()),
+            other => OpError::Internal(other.to_string()),
+        })?;
     // Hints for down owners nobody else stands in for: kept here, durably,
     // but not counted towards W (this node already counts once).
     let hints = futures::future::join_all(

@@ -37,9 +37,25 @@ pub struct LocalGet {
     pub hint_for: Option<NodeId>,
 }
 
+/// Most siblings a client write may leave on a key. Concurrent writes
+/// beyond it are refused (with a clear error) until a client resolves the
+/// siblings; replicas merging what others accepted never drop anything.
+pub const MAX_SIBLINGS: usize = 64;
+
+/// Why a coordinator-side write was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The write would leave more than [`MAX_SIBLINGS`] siblings.
+    #[error("the key has {0} concurrent versions; read it and write back a resolution (with its context) first")]
+    TooManySiblings(usize),
+}
+
 /// Coordinator-side write: mint a version on this replica and store it.
 #[derive(Message)]
-#[rtype(result = "Result<(Object, VersionVector), StoreError>")]
+#[rtype(result = "Result<(Object, VersionVector), UpdateError>")]
 pub struct LocalUpdate {
     /// The key.
     pub key: Vec<u8>,
@@ -229,11 +245,15 @@ impl Handler<LocalGet> for ReplicaShard {
 }
 
 impl Handler<LocalUpdate> for ReplicaShard {
-    type Result = Result<(Object, VersionVector), StoreError>;
+    type Result = Result<(Object, VersionVector), UpdateError>;
     fn handle(&mut self, msg: LocalUpdate, _: &mut Self::Context) -> Self::Result {
         let previous = self.read(&msg.key)?;
         let current = previous.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
         let (object, clock) = current.update(&msg.context, &msg.actor, msg.value, self.floor.current());
+        if object.versions().len() > MAX_SIBLINGS {
+            NodeStats::bump(&self.stats.sibling_cap_refusals);
+            return Err(UpdateError::TooManySiblings(current.versions().len()));
+        }
         self.floor.claim(clock.get(&msg.actor), self.store.as_ref())?;
         self.write(&msg.key, previous.as_ref().map(|(o, b)| (o, b.as_slice())), &object)?;
         Ok((object, clock))
@@ -445,6 +465,9 @@ pub enum ReplicaError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A client write would leave too many siblings.
+    #[error("the key has {0} concurrent versions; read it and write back a resolution (with its context) first")]
+    TooManySiblings(usize),
     /// The shard thread is gone (node shutting down).
     #[error("replica shard unavailable: {0}")]
     Mailbox(#[from] MailboxError),
@@ -507,7 +530,7 @@ impl Replica {
         actor: ClockActor,
         value: Value,
     ) -> Result<(Object, VersionVector), ReplicaError> {
-        Ok(self
+        match self
             .shard(&key)
             .send(LocalUpdate {
                 key,
@@ -515,7 +538,12 @@ impl Replica {
                 actor,
                 value,
             })
-            .await??)
+            .await?
+        {
+            Ok(done) => Ok(done),
+            Err(UpdateError::Store(e)) => Err(e.into()),
+            Err(UpdateError::TooManySiblings(n)) => Err(ReplicaError::TooManySiblings(n)),
+        }
     }
 
     /// Merge an object into the local replica, or into the hint kept for

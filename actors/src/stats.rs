@@ -26,6 +26,8 @@ pub struct NodeStats {
     pub ae_last_exchange_unix_ms: AtomicU64,
     /// Tombstones purged after every replica was seen to hold them.
     pub tombstones_purged: AtomicU64,
+    /// Client writes refused because the key had too many siblings.
+    pub sibling_cap_refusals: AtomicU64,
 }
 
 impl NodeStats {

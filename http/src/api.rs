@@ -302,8 +302,20 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/json"))
 }
 
-/// Read a request body of at most `limit` bytes.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// Read a request body of at most `limit` bytes, within `deadline` (a
+/// client trickling its body cannot hold a connection and a buffer forever).
+async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<Vec<u8>, ApiError> {
+    tokio::time::timeout(deadline, read_body_unbounded(req, payload, limit))
+        .await
+        .map_err(|_| ApiError::Timeout(format!("the request body did not arrive within {deadline:?}")))?
+}
+
+async fn read_body_unbounded(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -328,7 +340,9 @@ async fn kv_put(state: web::Data<AppState>, req: HttpRequest, payload: web::Payl
         let key = key_of(&req, "/kv/").map_err(op_failed)?;
         let quorum = quorum_param(&req, "w", state.node.config.n).map_err(op_failed)?;
         let context = context_of(&state, &req, &key).map_err(op_failed)?;
-        let body = read_body(&req, payload, state.node.config.max_value_bytes)
+        // A client gets five request timeouts to send its body.
+        let deadline = std::time::Duration::from_millis(state.node.config.request_timeout_ms.saturating_mul(5));
+        let body = read_body(&req, payload, state.node.config.max_value_bytes, deadline)
             .await
             .map_err(op_failed)?;
         let content_type = req

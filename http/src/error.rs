@@ -23,6 +23,9 @@ pub enum ApiError {
     /// The value is larger than `max_value_bytes`.
     #[error("value is larger than the limit of {0} bytes")]
     ValueTooLarge(usize),
+    /// The client was too slow sending its request.
+    #[error("{0}")]
+    Timeout(String),
     /// Nothing at this path.
     #[error("{0}")]
     NotFound(String),
@@ -49,6 +52,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::KeyTooLong(_) => "key_too_long",
             ApiError::ValueTooLarge(_) => "value_too_large",
+            ApiError::Timeout(_) => "request_timeout",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
@@ -63,6 +67,7 @@ impl From<OpError> for ApiError {
         match e {
             OpError::Unavailable { .. } => ApiError::Unavailable(e.to_string()),
             OpError::BadRequest(m) => ApiError::BadRequest(m),
+            OpError::Conflict(m) => ApiError::Conflict(m),
             OpError::Internal(m) => ApiError::Internal(m),
         }
     }
@@ -75,6 +80,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::KeyTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::ValueTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

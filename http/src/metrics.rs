@@ -277,6 +277,8 @@ pub struct NodeFigures {
     pub read_repairs: u64,
     /// Replica calls to peers that failed.
     pub peer_failures: u64,
+    /// Client writes refused because the key had too many siblings.
+    pub sibling_cap_refusals: u64,
     /// Requests forwarded to a preference-list node.
     pub forwarded: u64,
     /// Anti-entropy figures.
@@ -443,6 +445,12 @@ pub fn render(figures: &NodeFigures, requests: &RequestMetrics) -> String {
         Kind::Counter,
         "Tombstones purged once anti-entropy saw every replica hold them.",
         f.anti_entropy.tombstones_purged,
+    );
+    e.single(
+        "dynamo_sibling_cap_refusals_total",
+        Kind::Counter,
+        "Client writes refused because the key already had the maximum number of siblings.",
+        f.sibling_cap_refusals,
     );
     e.single(
         "dynamo_peer_failures_total",

@@ -87,6 +87,7 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         hints_delivered: NodeStats::get(&stats.hints_delivered),
         read_repairs: NodeStats::get(&stats.read_repairs),
         peer_failures: NodeStats::get(&stats.peer_failures),
+        sibling_cap_refusals: NodeStats::get(&stats.sibling_cap_refusals),
         forwarded: NodeStats::get(&stats.forwarded),
         anti_entropy: anti_entropy_counts(stats),
     };
@@ -154,6 +155,15 @@ fn kv_errors(codes: &[u16]) -> serde_json::Map<String, Value> {
             ),
             405 => error_response("Any method other than GET, PUT or DELETE on `/kv/{key}`.", kv_headers()),
             413 => error_response("The value is larger than `max_value_bytes`.", kv_headers()),
+            408 => error_response(
+                "The request body did not arrive within five request timeouts. Nothing was written.",
+                kv_headers(),
+            ),
+            409 => error_response(
+                "The key already has the maximum number of concurrent versions (64): read it and write \
+                 back a resolution with its context. Nothing was written.",
+                kv_headers(),
+            ),
             414 => error_response("The key is longer than 1024 bytes.", kv_headers()),
             503 => error_response(
                 "Fewer replicas than the quorum answered in time (or fewer live nodes than the \
@@ -247,14 +257,14 @@ fn kv_path_item(cfg: &Config) -> Value {
                     "text/plain": {"schema": {"type": "string"}},
                 },
             },
-            "responses": with(written.clone(), kv_errors(&[400, 401, 405, 413, 414, 503])),
+            "responses": with(written.clone(), kv_errors(&[400, 401, 405, 408, 409, 413, 414, 503])),
         },
         "delete": {
             "operationId": "kvDelete",
             "summary": "Delete a key (write a tombstone version)",
             "tags": ["kv"],
             "parameters": [quorum("w", cfg.w, "Write"), context_param],
-            "responses": with(written, kv_errors(&[400, 401, 405, 414, 503])),
+            "responses": with(written, kv_errors(&[400, 401, 405, 409, 414, 503])),
         },
     })
 }
