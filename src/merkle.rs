@@ -30,10 +30,13 @@ pub fn leaves_per_partition(q: u32) -> u32 {
     (65_536 / q.max(1)).clamp(16, 1024)
 }
 
-/// First and last ring position of partition `p` of `q`.
+/// First and last ring position of partition `p` of `q`. Total, like
+/// [`partition_start`]: a `p` past the last partition is the last one.
 pub fn partition_range(p: u32, q: u32) -> (u128, u128) {
+    let q = q.max(1);
+    let p = p.min(q - 1);
     let start = partition_start(p, q);
-    let end = if p + 1 >= q {
+    let end = if p == q - 1 {
         u128::MAX
     } else {
         partition_start(p + 1, q) - 1
@@ -54,16 +57,16 @@ pub fn leaf_of_position(position: u128, q: u32) -> (u32, u32) {
     (p, leaf.min(leaves_per_partition(q) - 1))
 }
 
-/// First and last ring position of leaf `leaf` of partition `p`.
+/// First and last ring position of leaf `leaf` of partition `p`. Total: a
+/// `leaf` past the last one (a peer's anti-entropy request may name any) is
+/// the last leaf, and `p` is taken as [`partition_range`] takes it.
 pub fn leaf_range(p: u32, leaf: u32, q: u32) -> (u128, u128) {
     let (start, end) = partition_range(p, q);
     let width = leaf_width(p, q);
+    let last_leaf = leaves_per_partition(q) - 1;
+    let leaf = leaf.min(last_leaf);
     let first = start + width * leaf as u128;
-    let last = if leaf + 1 >= leaves_per_partition(q) {
-        end
-    } else {
-        first + width - 1
-    };
+    let last = if leaf == last_leaf { end } else { first + width - 1 };
     (first, last.min(end))
 }
 
@@ -120,15 +123,17 @@ impl DigestTable {
     }
 }
 
-/// The digest one key contributes to its segment: 64 bits of MD5 over the
-/// key and its encoded version set (canonical, so equal sets hash equal).
+/// The digest one key contributes to its leaf: XXH3-64 over the key and its
+/// encoded version set (canonical, so equal sets hash equal). Two per
+/// replica write (old and new object), so it must be cheap: XXH3 is a
+/// stable, specified hash an order of magnitude faster than MD5 here, and
+/// anti-entropy needs no cryptographic strength from it.
 pub fn key_digest(key: &[u8], encoded_object: &[u8]) -> u64 {
-    let mut h = Md5::new();
-    h.update((key.len() as u64).to_be_bytes());
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&(key.len() as u64).to_be_bytes());
     h.update(key);
     h.update(encoded_object);
-    let d = h.finalize();
-    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    h.digest()
 }
 
 /// A hash tree over a run of segment digests. Level 0 is the root; the
