@@ -13,8 +13,10 @@
 //!
 //! The partition's first owner also purges tombstones, but only once it
 //! has seen that every current replica holds exactly the same tombstone,
-//! that no node keeps a hint for the key, and that every member is up — no
-//! timers, so a replica that was away can never bring deleted data back.
+//! that no other node holds anything else for the key (a copy it is
+//! handing over) nor a hint for it, that every member is up, and that no
+//! ring change is under way — no timers, so a replica that was away can
+//! never bring deleted data back.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -136,6 +138,7 @@ impl AntiEntropy {
         let (_, partition, peer, addr) = pairs[self.cursor % pairs.len()].clone();
         self.cursor = self.cursor.wrapping_add(1);
         let first_owner = cluster.ring.owners_of(partition, self.n).first() == Some(&self.me);
+        let stable = cluster.target.is_none();
         let all_up = cluster
             .members
             .keys()
@@ -191,7 +194,9 @@ impl AntiEntropy {
                     exchange.peer
                 ),
             }
-            if first_owner && all_up {
+            // No purge while partitions move: a pulled or handed-over copy
+            // of an older version could outlive the tombstone.
+            if first_owner && all_up && stable {
                 match exchange.purge(&replicas, &all_members).await {
                     Ok(0) => {}
                     Ok(purged) => {
@@ -366,9 +371,24 @@ impl Exchange {
             if !self.replica.hinted_owners(key.clone(), me_and_all).await?.is_empty() {
                 continue;
             }
-            for (_, addr) in members {
+            for (id, addr) in members {
                 match self.call(addr, PeerRequest::HasHint { key: key.clone() }).await? {
                     PeerResponse::HasHint(false) => {}
+                    _ => continue 'keys,
+                }
+                // A node that is not a replica may still hold the key (a
+                // partition it is handing over): it must hold nothing, or
+                // exactly the tombstone, or its copy could come back later.
+                if replicas.iter().any(|(r, _)| r == id) {
+                    continue;
+                }
+                let request = PeerRequest::Fetch {
+                    key: key.clone(),
+                    hint_for: None,
+                };
+                match self.call(addr, request).await? {
+                    PeerResponse::Fetched(None) => {}
+                    PeerResponse::Fetched(Some(theirs)) if theirs == ours => {}
                     _ => continue 'keys,
                 }
             }
