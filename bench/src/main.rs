@@ -66,6 +66,9 @@ struct Args {
     /// Concurrent clients in all (each has at most one request in flight).
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// First key index: keys are `bench-{offset}` .. `bench-{offset+keys-1}`.
+    #[arg(long, default_value_t = 0)]
+    key_offset: u64,
     /// Number of distinct keys (`bench-0` .. `bench-{keys-1}`).
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
@@ -300,6 +303,7 @@ fn workload(args: &Args) -> Result<Workload> {
         etcd_prefix: format!("/{}", args.etcd_prefix.trim_matches('/')),
         put_query: query("w", args.w),
         get_query: query("r", args.r),
+        key_offset: args.key_offset,
     })
 }
 

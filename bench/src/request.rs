@@ -38,6 +38,8 @@ pub struct Workload {
     pub put_query: String,
     /// `?r=..` for dynamo GETs, or empty.
     pub get_query: String,
+    /// Added to every key index (so two runs can use disjoint key sets).
+    pub key_offset: u64,
 }
 
 /// Why a request failed, as counted in the report.
@@ -57,7 +59,11 @@ impl Client {
         match w.target {
             Target::Dynamo => self.dynamo_put(w, key).await,
             Target::Etcd => {
-                let body = format!(r#"{{"key":"{}","value":"{}"}}"#, B64.encode(key_name(key)), w.value_b64);
+                let body = format!(
+                    r#"{{"key":"{}","value":"{}"}}"#,
+                    B64.encode(key_name(key + w.key_offset)),
+                    w.value_b64
+                );
                 self.etcd_post(w, "put", body).await
             }
         }
@@ -67,7 +73,7 @@ impl Client {
         match w.target {
             Target::Dynamo => self.dynamo_get(w, key).await,
             Target::Etcd => {
-                let body = format!(r#"{{"key":"{}"}}"#, B64.encode(key_name(key)));
+                let body = format!(r#"{{"key":"{}"}}"#, B64.encode(key_name(key + w.key_offset)));
                 self.etcd_post(w, "range", body).await
             }
         }
@@ -80,7 +86,7 @@ impl Client {
         if w.target != Target::Dynamo {
             return Ok(());
         }
-        let url = format!("{}/kv/{}{}", self.endpoint, key_name(key), w.get_query);
+        let url = format!("{}/kv/{}{}", self.endpoint, key_name(key + w.key_offset), w.get_query);
         let mut resp = self.http.get(url).send().await.map_err(send_error)?;
         let status = resp.status();
         let context = resp.headers().get(&X_CONTEXT).cloned();
@@ -100,7 +106,7 @@ impl Client {
     }
 
     async fn dynamo_put(&mut self, w: &Workload, key: u64) -> Result<(), ErrorKind> {
-        let url = format!("{}/kv/{}{}", self.endpoint, key_name(key), w.put_query);
+        let url = format!("{}/kv/{}{}", self.endpoint, key_name(key + w.key_offset), w.put_query);
         let mut req = self
             .http
             .put(url)
@@ -127,7 +133,7 @@ impl Client {
     }
 
     async fn dynamo_get(&mut self, w: &Workload, key: u64) -> Result<(), ErrorKind> {
-        let url = format!("{}/kv/{}{}", self.endpoint, key_name(key), w.get_query);
+        let url = format!("{}/kv/{}{}", self.endpoint, key_name(key + w.key_offset), w.get_query);
         let mut resp = self.http.get(url).send().await.map_err(send_error)?;
         let status = resp.status();
         resp.body().limit(MAX_BODY).await.map_err(|_| "body".to_string())?;

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Anti-entropy under load: how long three nodes take to refill a replica
+# whose data dir was wiped (10,000 keys of 1 KiB), and what that does to the
+# p99.9 of a client load running at half the cluster's maximum throughput.
+#
+#   1. start 3 nodes (N=3 R=2 W=2, default anti-entropy interval), write
+#      10,000 keys;
+#   2. measure the maximum mixed (50% GET / 50% PUT) throughput, closed loop;
+#   3. run an open-loop load at half of it: the no-repair p99.9;
+#   4. stop node3, wipe its data dir, start it again (a new store epoch);
+#   5. run the same open-loop load while anti-entropy refills node3, and time
+#      the refill (node3's /status storage.keys reaching 10,000, then 200
+#      random keys checked in its /admin/local).
+#
+# Usage: scripts/bench-ae.sh [--no-build] [--duration S]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BUILD=true
+DURATION=30
+KEYS=10000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-build) BUILD=false ;;
+        --duration) DURATION="${2:?}"; shift ;;
+        *) echo "usage: $0 [--no-build] [--duration S]" >&2; exit 2 ;;
+    esac
+    shift
+done
+command -v jq >/dev/null || apt-get install -y jq >/dev/null
+$BUILD && cargo build --release -p dynamo-http -p dynamo-bench
+BIN="${CARGO_TARGET_DIR:-target}/release/dynamo"
+BENCH="${CARGO_TARGET_DIR:-target}/release/dynamo-bench"
+TMP="$(mktemp -d -t bench-ae.XXXXXX)"
+declare -a PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    sleep 1
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+SEEDS=127.0.0.1:19101,127.0.0.1:19102,127.0.0.1:19103
+start() { # start K
+    "$BIN" serve --node-id "node$1" --http-addr "127.0.0.1:1810$1" --peer-addr "127.0.0.1:1910$1" \
+        --data-dir "$TMP/node$1" --seeds "$SEEDS" > "$TMP/node$1.log" 2>&1 &
+    PIDS[$1]=$!
+}
+members_up() { # K: node K sees 3 members up
+    curl -sf "127.0.0.1:1810$1/status" | jq -e '[.members[] | select(.status == "up")] | length == 3' >/dev/null
+}
+wait_until() { # DESC TIMEOUT CMD...
+    local desc=$1 t=$2; shift 2
+    local end=$((SECONDS + t))
+    until "$@"; do
+        [ $SECONDS -lt $end ] || { echo "timed out waiting for $desc" >&2; exit 1; }
+        sleep 0.2
+    done
+}
+for k in 1 2 3; do start $k; done
+for k in 1 2 3; do wait_until "node$k ready" 60 members_up $k; done
+EP=http://127.0.0.1:18101,http://127.0.0.1:18102,http://127.0.0.1:18103
+
+bench() { "$BENCH" --target dynamo --endpoints "$EP" --keys $KEYS --clients 64 --json "$@" 2>/dev/null | tail -1; }
+bench --op get --preload --duration-s 1 --warmup-s 0 > /dev/null
+# The client load uses other keys (bench-100000..), so only anti-entropy
+# can bring the preloaded ones back to node3.
+load() { bench --key-offset 100000 "$@"; }
+MAX=$(load --op mixed --duration-s 10 | jq .throughput_ops_s)
+RATE=$(printf '%.0f' "$(echo "$MAX / 2" | bc -l)")
+echo "max mixed throughput: $MAX ops/s; load at half: $RATE ops/s" >&2
+BASE=$(load --op mixed --rate "$RATE" --duration-s "$DURATION")
+echo "no repair: $BASE" >&2
+
+kill -TERM "${PIDS[3]}"; wait "${PIDS[3]}" 2>/dev/null || true
+rm -rf "$TMP/node3"
+start 3
+wait_until "node3 back" 60 members_up 3
+T0=$SECONDS
+load --op mixed --rate "$RATE" --duration-s "$DURATION" > "$TMP/repair.json" &
+LOAD=$!
+keys3() { curl -sf 127.0.0.1:18103/status | jq .storage.keys; }
+# node3 also receives the load's own keys: count only the preloaded ones,
+# from a sample, once its key count says it may be done.
+refilled() {
+    local n
+    n=$(curl -sf 127.0.0.1:18103/status | jq .storage.keys) || return 1
+    [ "$n" -ge $KEYS ] || return 1
+    for i in 0 1234 2345 3456 4567 5678 6789 7890 8901 9999; do
+        [ "$(curl -sf "127.0.0.1:18103/admin/local/bench-$i" | jq '.versions | length')" -ge 1 ] || return 1
+    done
+}
+wait_until "node3 refilled" 120 refilled
+REFILL=$((SECONDS - T0))
+missing=0
+for i in $(shuf -i 0-$((KEYS - 1)) -n 200); do
+    n=$(curl -sf "127.0.0.1:18103/admin/local/bench-$i" | jq '.versions | length')
+    [ "$n" -ge 1 ] || missing=$((missing + 1))
+done
+wait $LOAD
+REPAIR=$(cat "$TMP/repair.json")
+echo "during repair: $REPAIR" >&2
+p_base=$(echo "$BASE" | jq .p999_ms)
+p_rep=$(echo "$REPAIR" | jq .p999_ms)
+echo
+echo "anti-entropy refill of a wiped replica ($KEYS keys of 1 KiB) under a ${RATE} ops/s mixed load"
+echo "  refill time:            ${REFILL} s (node3 storage.keys >= $KEYS; $missing of 200 sampled keys missing)"
+echo "  p99.9 without repair:   ${p_base} ms"
+echo "  p99.9 during repair:    ${p_rep} ms  (ratio $(echo "$p_rep / $p_base" | bc -l | cut -c1-4))"
+echo "  keys repaired:          $(for k in 1 2 3; do curl -sf 127.0.0.1:1810$k/status | jq .anti_entropy.keys_repaired; done | paste -sd+ | bc)"
