@@ -449,6 +449,15 @@ impl Cluster {
         i
     }
 
+    /// The `--client-token` the cluster was started with, if any.
+    pub fn client_token(&self) -> Option<&str> {
+        let args = &self.opts.extra_args;
+        args.iter()
+            .position(|a| a == "--client-token")
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    }
+
     /// Wait (bounded) for node `i` to exit by itself.
     pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
         self.procs[i].wait_exit(timeout)
@@ -615,7 +624,10 @@ impl Cluster {
             if h.status != 200 {
                 return Err(format!("{} /health: {h:?}", node_id(i)));
             }
-            let s = try_http("GET", &self.url(i, "/status"), &[], None, t)?;
+            // A cluster started with a client token wants it on /status.
+            let bearer = self.client_token().map(|t| format!("Bearer {t}"));
+            let auth: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
+            let s = try_http("GET", &self.url(i, "/status"), &auth, None, t)?;
             if s.status != 200 {
                 return Err(format!("{} /status: {s:?}", node_id(i)));
             }
