@@ -1,0 +1,393 @@
+//! The checker against a whole cluster in one process, over real sockets
+//! wrapped in the faulty transport: the nemesis partitions nodes (one from
+//! the rest, everyone from everyone), makes links lossy or slow and blocks
+//! replication, and the clients drive the coordinators directly (as
+//! tests/cluster_faults.rs does). Same model and checks as the real-process
+//! run.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dynamo_actors::coordinator::Coordinate;
+use dynamo_actors::failure_detector::Liveness;
+use dynamo_actors::gossiper::GetView;
+use dynamo_actors::transport::{Faults, FaultyTransport, TcpTransport, Transport};
+use dynamo_actors::{Node, NodeOptions};
+use dynamo_core::wire::{ClientOp, ClientReply, OpError, OpKind};
+use dynamo_core::{Config, Object, Value};
+
+use crate::model::*;
+
+/// Bound for one client operation (the nodes' request timeout is 400 ms).
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct InProcCluster {
+    nodes: Vec<Node>,
+    addrs: Vec<String>,
+    faults: Arc<Faults>,
+    dir: PathBuf,
+}
+
+impl Drop for InProcCluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            node.close();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl InProcCluster {
+    async fn start(k: usize, seed: u64) -> InProcCluster {
+        let dir = std::env::temp_dir().join(format!("dynamo-checker-{}-{seed:x}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let listeners: Vec<std::net::TcpListener> = (0..k)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
+            .collect();
+        let addrs: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("bound address").to_string())
+            .collect();
+        let faults = Faults::new(seed);
+        let mut nodes = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let config = Config {
+                node_id: format!("node{}", i + 1),
+                http_addr: format!("127.0.0.1:{}", 1 + i), // unused: no HTTP here
+                peer_addr: addrs[i].clone(),
+                data_dir: Some(dir.join(format!("node{}", i + 1))),
+                seeds: addrs.clone(),
+                partitions: 16,
+                request_timeout_ms: 400,
+                gossip_interval_ms: 50,
+                anti_entropy_interval_ms: 100,
+                ..Config::default()
+            };
+            let tcp: Rc<dyn Transport> = Rc::new(TcpTransport::new(None));
+            let transport = Rc::new(FaultyTransport::new(tcp, addrs[i].clone(), faults.clone()));
+            let options = NodeOptions {
+                transport: Some(transport),
+                seed: Some(seed.wrapping_add(i as u64)),
+                peer_listener: Some(listener),
+            };
+            nodes.push(Node::start(config, options).await.expect("node starts"));
+        }
+        let cluster = InProcCluster {
+            nodes,
+            addrs,
+            faults,
+            dir,
+        };
+        cluster.await_converged().await;
+        cluster
+    }
+
+    /// Wait (bounded) until every node sees every member and the same ring.
+    async fn await_converged(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut rings = BTreeSet::new();
+            let mut complete = true;
+            for node in &self.nodes {
+                let view = node.gossiper.send(GetView).await.expect("gossiper alive");
+                complete &=
+                    view.state.members.len() == self.nodes.len() && view.state.ring.nodes().len() == self.nodes.len();
+                rings.insert(format!("{:?}", view.state.ring));
+            }
+            if complete && rings.len() == 1 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster did not converge");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Wait (bounded) until every node's failure detector sees every peer up.
+    async fn await_all_live(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all_up = self.nodes.iter().all(|node| {
+                let view = node.liveness.get();
+                self.nodes
+                    .iter()
+                    .all(|other| view.of(&other.config.node_id) == Liveness::Up)
+            });
+            if all_up {
+                return;
+            }
+            assert!(Instant::now() < deadline, "peers not seen up again after heal");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One client operation through node `via`, bounded by [`OP_TIMEOUT`]
+    /// (`None` on timeout).
+    async fn run(&self, via: usize, key: &[u8], kind: OpKind, quorum: usize) -> Option<Result<ClientReply, OpError>> {
+        let op = ClientOp {
+            key: key.to_vec(),
+            kind,
+            quorum: Some(quorum),
+        };
+        let sent = self.nodes[via].coordinator.send(Coordinate { op, may_forward: true });
+        match tokio::time::timeout(OP_TIMEOUT, sent).await {
+            Ok(answer) => Some(answer.expect("coordinator alive")),
+            Err(_) => None,
+        }
+    }
+
+    /// Indices of the nodes whose replicas hold `key` (its N owners).
+    fn owners(&self, key: &[u8]) -> Vec<usize> {
+        let state = self.nodes[0].cluster.get();
+        let ring = &state.ring;
+        let part = dynamo_core::ring::partition_of(key, ring.partitions());
+        ring.owners_of(part, self.nodes[0].config.n)
+            .iter()
+            .map(|id| {
+                self.nodes
+                    .iter()
+                    .position(|n| &n.config.node_id == id)
+                    .unwrap_or_else(|| panic!("owner {id} is not a node"))
+            })
+            .collect()
+    }
+
+    /// What node `i`'s own replica holds for `key` (dot and context as the clock).
+    async fn local(&self, i: usize, key: &[u8]) -> VersionSet {
+        let object = self.nodes[i]
+            .replica
+            .get(key.to_vec(), None)
+            .await
+            .expect("local read")
+            .unwrap_or_default();
+        held(&object, true)
+    }
+}
+
+fn held(object: &Object, clocks: bool) -> VersionSet {
+    object
+        .versions()
+        .iter()
+        .map(|v| Held {
+            seen: Seen::of(v.value.data.as_deref()),
+            clock: if clocks {
+                format!("{:?} after {:?}", v.dot, v.context)
+            } else {
+                String::new()
+            },
+        })
+        .collect()
+}
+
+async fn client(n: usize, p: &Params, c: &InProcCluster, history: &History, stop: &AtomicBool, deadline: Instant) {
+    let mut rng = Rng::fork(p.seed, n as u64 + 1);
+    let backoff = Duration::from_millis(20);
+    let k = c.nodes.len();
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && history.writes_attempted() < p.ops {
+        let key = rng.below(p.keys);
+        let name = key_name(key).into_bytes();
+        let via = rng.below(k);
+        let r = if rng.chance(0.15) { 1 } else { 2 };
+        let who = format!("node{}", via + 1);
+        let (context, saw) = match c.run(via, &name, OpKind::Get, r).await {
+            Some(Ok(ClientReply::Read { object, .. })) => {
+                let sibs: Vec<Seen> = object
+                    .versions()
+                    .iter()
+                    .map(|v| Seen::of(v.value.data.as_deref()))
+                    .collect();
+                (object.context(), history.read(key, &sibs, &who))
+            }
+            Some(Ok(other)) => {
+                history.unexpected(format!("GET via {who}: {other:?}"));
+                continue;
+            }
+            Some(Err(OpError::Unavailable { .. })) | None => {
+                history.read_failed();
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            Some(Err(e)) => {
+                history.unexpected(format!("GET via {who}: {e}"));
+                continue;
+            }
+        };
+        let (id, value) = history.begin_write(key, saw);
+        let via = if rng.chance(0.5) { via } else { rng.below(k) };
+        let w = if rng.chance(0.15) { 1 } else { 2 };
+        let kind = OpKind::Put {
+            value: Value::bytes(value, CONTENT_TYPE),
+            context,
+        };
+        let outcome = match c.run(via, &name, kind, w).await {
+            Some(Ok(ClientReply::Written { .. })) => Outcome::Acked,
+            Some(Err(OpError::Unavailable { .. })) | None => Outcome::Indeterminate,
+            Some(other) => {
+                history.unexpected(format!("PUT via node{} (id {id}): {other:?}", via + 1));
+                Outcome::Indeterminate
+            }
+        };
+        history.end_write(id, outcome);
+        if outcome != Outcome::Acked {
+            tokio::time::sleep(backoff).await;
+        }
+    }
+}
+
+async fn nap(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        tokio::time::sleep((until - now).min(Duration::from_millis(50))).await;
+    }
+}
+
+async fn nemesis(c: &InProcCluster, p: &Params, stop: &AtomicBool, deadline: Instant, log: &mut FaultLog) {
+    let mut rng = Rng::fork(p.seed, 0);
+    let n = c.addrs.len();
+    let addr = |i: usize| c.addrs[i].as_str();
+    nap(rng.millis(200, 600), stop).await;
+    // Fault kinds take turns from a seeded starting point (see procs.rs).
+    let mut round = rng.below(5);
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        let a = rng.below(n);
+        let b = (a + 1 + rng.below(n - 1)) % n;
+        let rest: Vec<&str> = (0..n).filter(|&i| i != a).map(addr).collect();
+        round += 1;
+        match round % 5 {
+            0 => {
+                // One node alone: it can only take w=1 writes.
+                log.add("isolate1");
+                c.faults.partition(&[addr(a)], &rest);
+            }
+            1 => {
+                // Everyone alone: every side keeps accepting w=1 writes.
+                log.add("isolate_all");
+                for i in 0..n {
+                    for j in i + 1..n {
+                        c.faults.partition(&[addr(i)], &[addr(j)]);
+                    }
+                }
+            }
+            2 => {
+                log.add("lossy");
+                c.faults.drop_rate(0.3);
+            }
+            3 => {
+                // Slower than the request timeout one way: calls time out
+                // after the replica may already have stored the write.
+                log.add("slow");
+                c.faults.delay(addr(a), addr(b), rng.millis(200, 600));
+                c.faults.delay(addr(b), addr(a), rng.millis(0, 200));
+            }
+            _ => {
+                log.add("no_replicate");
+                c.faults.block_kind(addr(a), addr(b), "replicate");
+                c.faults.block_kind(addr(a), addr((b + 1) % n), "replicate");
+            }
+        }
+        nap(rng.millis(300, 1500), stop).await;
+        c.faults.heal();
+        nap(rng.millis(300, 1000), stop).await;
+    }
+    c.faults.heal();
+}
+
+fn converged(finals: &[KeyFinal]) -> bool {
+    finals
+        .iter()
+        .all(|f| f.replicas.windows(2).all(|w| w[0].1 == w[1].1) && f.strays.iter().all(|(_, s)| s.is_empty()))
+}
+
+/// The whole run; returns the report and the summary line.
+pub async fn run(p: &Params) -> (Report, String) {
+    let started = Instant::now();
+    let c = InProcCluster::start(p.nodes, p.seed).await;
+    let history = History::new();
+    let stop = AtomicBool::new(false);
+    let mut faults = FaultLog::default();
+    let work_started = Instant::now();
+    let deadline = work_started + p.duration();
+    {
+        let clients = futures::future::join_all((0..p.clients).map(|n| client(n, p, &c, &history, &stop, deadline)));
+        let clients = async {
+            clients.await;
+            stop.store(true, Ordering::SeqCst);
+        };
+        futures::join!(clients, nemesis(&c, p, &stop, deadline, &mut faults));
+    }
+    let workload = work_started.elapsed();
+
+    c.faults.heal();
+    c.await_all_live().await;
+    let heal_started = Instant::now();
+    let converge_deadline = heal_started + p.converge_timeout();
+    let keys: Vec<Vec<u8>> = (0..p.keys).map(|k| key_name(k).into_bytes()).collect();
+    let mut finals = loop {
+        let hints: u64 = c.nodes.iter().map(|n| n.replica.stats_pending_hints()).sum();
+        let mut snap = Vec::new();
+        for (k, key) in keys.iter().enumerate() {
+            let mut f = KeyFinal {
+                key: k,
+                ..KeyFinal::default()
+            };
+            let own = c.owners(key);
+            for i in 0..c.nodes.len() {
+                let set = c.local(i, key).await;
+                if own.contains(&i) {
+                    f.replicas.push((format!("node{}", i + 1), set));
+                } else {
+                    f.strays.push((format!("node{}", i + 1), set));
+                }
+            }
+            snap.push(f);
+        }
+        if hints == 0 && converged(&snap) {
+            break snap;
+        }
+        if Instant::now() >= converge_deadline {
+            eprintln!("not converged within {:?}: {hints} hints pending", p.converge_timeout());
+            break snap;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let convergence = heal_started.elapsed();
+    for f in finals.iter_mut() {
+        for via in 0..c.nodes.len() {
+            let n = f.replicas.len();
+            let set = match c.run(via, &keys[f.key], OpKind::Get, n).await {
+                Some(Ok(ClientReply::Read { object, .. })) => held(&object, false),
+                other => [Held {
+                    seen: Seen::Junk(format!("GET r={n}: {other:?}")),
+                    clock: String::new(),
+                }]
+                .into(),
+            };
+            f.reads.push((format!("GET r=N via node{}", via + 1), set));
+        }
+    }
+    let report = history.check(&finals);
+    let sizes: Vec<usize> = finals
+        .iter()
+        .map(|f| f.replicas.first().map_or(0, |r| r.1.len()))
+        .collect();
+    let summary = format!(
+        "checker[in-process] seed={:#x} nodes={} clients={} keys={} workload={:.1}s faults={} converged_in={:.1}s total={:.1}s \
+         siblings_per_key={sizes:?} | {report}",
+        p.seed,
+        p.nodes,
+        p.clients,
+        p.keys,
+        workload.as_secs_f64(),
+        faults,
+        convergence.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+    );
+    (report, summary)
+}
