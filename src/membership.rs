@@ -254,7 +254,12 @@ impl ClusterState {
         // Plan (or re-plan, if membership changed mid-transfer) from the
         // ring in force, so only what must move moves.
         let mut next = self.ring.rebalance(&weights, n);
-        next.version = self.ring.version.max(self.target.as_ref().map_or(0, |t| t.version)) + 1;
+        // Saturating, like `Ring::rebalance`: a peer may gossip any version.
+        next.version = self
+            .ring
+            .version
+            .max(self.target.as_ref().map_or(0, |t| t.version))
+            .saturating_add(1);
         self.target = Some(next);
         true
     }

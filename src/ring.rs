@@ -43,8 +43,12 @@ pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
     partition_of_position(ring_position(key), partitions)
 }
 
-/// The first ring position of partition `index` (inclusive).
+/// The first ring position of partition `index` (inclusive). Total: an
+/// `index` past the last partition is taken as the last one, and a ring of
+/// 0 partitions as a ring of 1 (as [`partition_of_position`] does).
 pub fn partition_start(index: u32, partitions: u32) -> u128 {
+    let partitions = partitions.max(1);
+    let index = index.min(partitions - 1);
     if index == 0 {
         return 0;
     }
@@ -258,7 +262,9 @@ impl Ring {
         }
 
         Ring {
-            version: self.version + 1,
+            // Saturating: a version gossiped at the maximum must not
+            // overflow (it then stays there, and the ring cannot advance).
+            version: self.version.saturating_add(1),
             owners: owners.into_iter().map(|o| o.unwrap_or_default()).collect(),
         }
     }

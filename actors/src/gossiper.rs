@@ -200,7 +200,7 @@ impl Gossiper {
         let ours = self.state.member(&self.me).map(|m| (m.generation, m.version));
         if let (Some(ours), Some(theirs)) = (ours, other.member(&self.me)) {
             if (theirs.generation, theirs.version) > ours {
-                let generation = theirs.generation + 1;
+                let generation = theirs.generation.saturating_add(1);
                 if let Some(me) = self.state.members.get_mut(&self.me) {
                     log::info!("a newer entry for this node was gossiped; taking generation {generation}");
                     me.generation = generation;
@@ -234,7 +234,7 @@ impl Gossiper {
     fn update_me(&mut self, change: impl FnOnce(&mut dynamo_core::membership::Member)) {
         if let Some(me) = self.state.members.get_mut(&self.me) {
             change(me);
-            me.version += 1;
+            me.version = me.version.saturating_add(1);
         }
         self.claim();
         self.announce();
@@ -272,7 +272,7 @@ impl Gossiper {
             self.announce();
         }
         if let Some(me) = self.state.members.get_mut(&self.me) {
-            me.version += 1;
+            me.version = me.version.saturating_add(1);
         }
         let mut targets: Vec<String> = Vec::new();
         let others: Vec<String> = self

@@ -35,6 +35,8 @@ const QUEUE_PER_PEER: usize = 4096;
 const IN_FLIGHT_PER_CONNECTION: usize = 1024;
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Largest handshake frame (nonces and MACs are a few dozen bytes).
+const HANDSHAKE_FRAME_BYTES: usize = 1024;
 /// How long each step of the cluster-secret handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(2000);
 /// After a failed connect, the next attempt waits this long.
@@ -358,10 +360,14 @@ async fn serve_connection(
     let mut frames = FramedRead::new(read, codec());
     let mut sink = FramedWrite::new(write, codec());
     if let Some(secret) = &secret {
+        // Until the peer has proved itself, a frame is a handshake message:
+        // a few bytes, so a stranger cannot make this node reserve more.
+        frames.decoder_mut().set_max_frame_length(HANDSHAKE_FRAME_BYTES);
         if let Err(e) = authenticate_from(secret, &mut frames, &mut sink).await {
             log::warn!("refused peer connection from {remote}: {e}");
             return;
         }
+        frames.decoder_mut().set_max_frame_length(MAX_FRAME_BYTES);
     }
     // Room for every permitted in-flight answer, so a handler never blocks
     // on sending its answer while holding a permit.

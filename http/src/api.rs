@@ -15,7 +15,6 @@ use base64::Engine;
 use dynamo_actors::coordinator::Coordinate;
 use dynamo_actors::gossiper::GetView;
 use dynamo_actors::Node;
-use dynamo_core::config::MAX_KEY_BYTES;
 use dynamo_core::membership::MemberState;
 use dynamo_core::wire::{ClientOp, ClientReply, OpError, OpKind};
 use dynamo_core::{Object, Value};
@@ -24,6 +23,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::metrics::{Op, RequestMetrics};
+use crate::parse::KeyError;
 
 /// Header carrying the causal context token.
 pub const X_CONTEXT: &str = "x-context";
@@ -136,31 +136,15 @@ fn coordinator_of_self(req: &HttpRequest) -> String {
 /// The key of a `/kv/...` or `/admin/local/...` request: the rest of the
 /// raw path, percent-decoded to bytes.
 fn key_of(req: &HttpRequest, prefix: &str) -> Result<Vec<u8>, ApiError> {
-    let raw = req.uri().path().strip_prefix(prefix).unwrap_or("");
-    let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
-    if key.is_empty() {
-        return Err(ApiError::BadRequest("the key must not be empty".into()));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(ApiError::KeyTooLong(key.len()));
-    }
-    Ok(key)
+    crate::parse::key_from_path(req.uri().path(), prefix).map_err(|e| match e {
+        KeyError::Empty => ApiError::BadRequest(e.to_string()),
+        KeyError::TooLong(len) => ApiError::KeyTooLong(len),
+    })
 }
 
 /// The `r` or `w` query parameter, checked against N.
 fn quorum_param(req: &HttpRequest, name: &str, n: usize) -> Result<Option<usize>, ApiError> {
-    let Ok(pairs) = web::Query::<Vec<(String, String)>>::from_query(req.query_string()) else {
-        return Err(ApiError::BadRequest("the query string is malformed".into()));
-    };
-    match pairs.iter().rev().find(|(k, _)| k == name) {
-        None => Ok(None),
-        Some((_, v)) => match v.parse::<usize>() {
-            Ok(q) if (1..=n).contains(&q) => Ok(Some(q)),
-            _ => Err(ApiError::BadRequest(format!(
-                "{name} = {v:?} must be an integer from 1 to {n}"
-            ))),
-        },
-    }
+    crate::parse::quorum_from_query(req.query_string(), name, n).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// The client's context for `key` (empty when absent or blank).

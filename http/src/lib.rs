@@ -12,4 +12,5 @@ pub mod api;
 pub mod error;
 pub mod metrics;
 pub mod ops;
+pub mod parse;
 pub mod server;

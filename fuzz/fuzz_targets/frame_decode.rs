@@ -1,0 +1,76 @@
+//! The peer frame decoder (`wire::Frame::decode`): the bytes of one
+//! length-delimited frame as any peer (or anyone reaching the peer port)
+//! sends them. A frame that decodes must re-encode to one that decodes to
+//! the same frame, and the objects it carries must survive the replica's
+//! normalisation (`Object::from_untrusted`) without panicking, and a
+//! gossiped view must merge into a node's own (`ClusterState::merge`, then
+//! the claimant's `claim`) without panicking.
+#![no_main]
+
+use dynamo_core::membership::{ClusterState, Member, MemberState};
+use dynamo_core::wire::{ClientReply, Frame, OpKind, PeerRequest, PeerResponse};
+use dynamo_core::Object;
+use libfuzzer_sys::fuzz_target;
+
+fn normalise(object: &Object) {
+    let normal = Object::from_untrusted(object.versions().to_vec());
+    // Normalising is idempotent, and the result is canonical.
+    assert_eq!(Object::from_untrusted(normal.versions().to_vec()), normal);
+    let _ = normal.context();
+    let _ = normal.is_deleted();
+}
+
+fn absorb(theirs: &ClusterState) {
+    let me = Member {
+        node_id: "a".into(),
+        peer_addr: "127.0.0.1:1".into(),
+        http_addr: "127.0.0.1:2".into(),
+        weight: 1,
+        generation: 1,
+        version: 1,
+        state: MemberState::Active,
+        epoch: 1,
+        ready_for: 0,
+    };
+    let mut mine = ClusterState::new(me, 8, true);
+    mine.merge(theirs);
+    mine.claim("a", 3);
+    let _ = mine.partitions_to_pull("a", 3);
+    let _ = mine.incoming_owners(0, 3);
+    // Merging is idempotent.
+    let once = mine.clone();
+    mine.merge(theirs);
+    assert_eq!(mine.members, once.members);
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(frame) = Frame::decode(data) else { return };
+    let bytes = frame.encode().expect("a decoded frame encodes");
+    assert_eq!(Frame::decode(&bytes).expect("a re-encoded frame decodes"), frame);
+    match &frame {
+        Frame::Request { body, .. } => {
+            let _ = body.kind();
+            match body {
+                PeerRequest::Replicate { object, .. } | PeerRequest::Purge { expected: object, .. } => {
+                    normalise(object)
+                }
+                PeerRequest::Coordinate(op) => match &op.kind {
+                    OpKind::Put { context, .. } | OpKind::Delete { context } => {
+                        let _ = context.iter().count();
+                    }
+                    OpKind::Get => {}
+                },
+                PeerRequest::Gossip(state) => absorb(state),
+                _ => {}
+            }
+        }
+        Frame::Response { body, .. } => match body {
+            PeerResponse::Fetched(Some(object)) => normalise(object),
+            PeerResponse::Chunk { items, .. } => items.iter().for_each(|(_, o)| normalise(o)),
+            PeerResponse::Coordinated(Ok(ClientReply::Read { object, .. })) => normalise(object),
+            PeerResponse::Gossip(state) => absorb(state),
+            _ => {}
+        },
+        _ => {}
+    }
+});

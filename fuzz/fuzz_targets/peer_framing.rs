@@ -1,0 +1,65 @@
+//! The transport's length-delimited framing feeding `Frame::decode`: a byte
+//! stream from a peer connection, cut into reads of fuzzer-chosen sizes.
+//!
+//! The codec is built exactly as `codec()` in `actors/src/transport.rs`
+//! builds it (that crate links RocksDB, so it is not a dependency here):
+//! a 4-byte big-endian length prefix, frames of at most `MAX_FRAME_BYTES`.
+//! Input: `[read size seed][stream]`.
+#![no_main]
+
+use bytes::{BufMut, BytesMut};
+use dynamo_core::wire::{Frame, MAX_FRAME_BYTES};
+use libfuzzer_sys::fuzz_target;
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&seed, stream)) = data.split_first() else {
+        return;
+    };
+    let read_size = (seed as usize % 17) + 1;
+    let mut codec = codec();
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    let mut failed = false;
+    'reading: for chunk in stream.chunks(read_size) {
+        buf.put_slice(chunk);
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    assert!(frame.len() <= MAX_FRAME_BYTES);
+                    frames.push(frame.freeze());
+                }
+                Ok(None) => break,
+                // A frame over the limit: the connection is closed.
+                Err(_) => {
+                    failed = true;
+                    break 'reading;
+                }
+            }
+        }
+    }
+    if !failed {
+        // End of stream: a partial frame left over is an error, not a panic.
+        let _ = codec.decode_eof(&mut buf);
+    }
+    // What came out re-frames to the bytes that went in.
+    let mut out = BytesMut::new();
+    for payload in &frames {
+        codec
+            .encode(payload.clone(), &mut out)
+            .expect("a decoded frame re-encodes");
+    }
+    assert_eq!(&out[..], &stream[..out.len()]);
+    for payload in frames {
+        if let Ok(frame) = Frame::decode(&payload) {
+            let bytes = frame.encode().expect("a decoded frame encodes");
+            assert_eq!(Frame::decode(&bytes).expect("a re-encoded frame decodes"), frame);
+        }
+    }
+});
