@@ -315,6 +315,15 @@ async fn forward(shared: &Shared, targets: Vec<Target>, op: ClientOp, needed: us
             .transport
             .call(&target.addr, PeerRequest::Coordinate(op.clone()), left);
         match call.await {
+            // A node whose ring view is older or newer than ours may not
+            // consider itself a primary (it refuses with nothing tried):
+            // views converge within a gossip round, so ask the next one.
+            Ok(PeerResponse::Coordinated(Err(OpError::Unavailable { tried: 0, .. }))) => {
+                log::debug!(
+                    "{} would not coordinate (ring views differ); trying the next",
+                    target.node
+                );
+            }
             Ok(PeerResponse::Coordinated(result)) => return result,
             Ok(other) => log::warn!("{} answered a forwarded request with {other:?}", target.node),
             Err(e) => {

@@ -161,10 +161,13 @@ impl Transfer {
             let job = self.job();
             self.busy = true;
             let work = async move { job.pull(partition, sources).await };
-            ctx.spawn(work.into_actor(self).map(move |pulled, act, _| {
+            ctx.spawn(work.into_actor(self).map(move |pulled, act, ctx| {
                 act.busy = false;
                 if pulled {
                     act.pulled.insert(partition);
+                    // Go straight on to the next partition: the pace is set
+                    // by the rate limit, not by the tick.
+                    act.tick(ctx);
                 }
             }));
             return;
@@ -193,8 +196,12 @@ impl Transfer {
         let leaving = me.state == MemberState::Leaving;
         self.busy = true;
         let work = async move { job.handover(partition, owners).await };
-        ctx.spawn(work.into_actor(self).map(move |_, act, ctx| {
+        ctx.spawn(work.into_actor(self).map(move |moved, act, ctx| {
             act.busy = false;
+            if moved > 0 {
+                act.tick(ctx);
+                return;
+            }
             if leaving {
                 let cluster = act.cluster.get();
                 act.maybe_complete_leave(ctx, &cluster, MemberState::Leaving);
@@ -357,17 +364,17 @@ impl Job {
 
     /// Hand one chunk of `partition` over to its owners, dropping each key
     /// here once every owner stored it.
-    async fn handover(&self, partition: u32, owners: Vec<(NodeId, String)>) {
+    async fn handover(&self, partition: u32, owners: Vec<(NodeId, String)>) -> u64 {
         let (from, to) = partition_range(partition, self.q);
         let (items, _) = match self.replica.scan_range(from, to, None, CHUNK).await {
             Ok(chunk) => chunk,
             Err(e) => {
                 log::warn!("reading partition {partition} for handover failed: {e}");
-                return;
+                return 0;
             }
         };
         if items.is_empty() {
-            return;
+            return 0;
         }
         let started = Instant::now();
         let peer = owners.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>().join(",");
@@ -413,5 +420,6 @@ impl Job {
             self.pace(started, moved).await;
         }
         self.progress.set(None);
+        moved
     }
 }
