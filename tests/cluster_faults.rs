@@ -5,124 +5,28 @@
 //! accepting writes, which come back as siblings when it heals — never lost.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::inproc::InProcCluster;
 use dynamo_actors::coordinator::Coordinate;
-use dynamo_actors::gossiper::GetView;
-use dynamo_actors::transport::{Faults, FaultyTransport, TcpTransport, Transport};
-use dynamo_actors::{Node, NodeOptions};
 use dynamo_core::wire::{ClientOp, ClientReply, OpError, OpKind};
-use dynamo_core::{Config, Object, Value, VersionVector};
+use dynamo_core::{Object, Value, VersionVector};
 
-struct TestCluster {
-    nodes: Vec<Node>,
-    addrs: Vec<String>,
-    faults: Arc<Faults>,
-    dir: PathBuf,
-}
+/// The in-process cluster, with client calls through its coordinators.
+struct TestCluster(InProcCluster);
 
-impl Drop for TestCluster {
-    fn drop(&mut self) {
-        // Close RocksDB before the test process exits, not during its teardown.
-        for node in &self.nodes {
-            node.close();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl std::ops::Deref for TestCluster {
+    type Target = InProcCluster;
+    fn deref(&self) -> &InProcCluster {
+        &self.0
     }
 }
 
 impl TestCluster {
     async fn start(k: usize, seed: u64) -> TestCluster {
-        let dir = std::env::temp_dir().join(format!("dynamo-faults-{}-{seed}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let listeners: Vec<std::net::TcpListener> = (0..k)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
-            .collect();
-        let addrs: Vec<String> = listeners
-            .iter()
-            .map(|l| l.local_addr().expect("bound address").to_string())
-            .collect();
-        let faults = Faults::new(seed);
-        let mut nodes = Vec::new();
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let config = Config {
-                node_id: format!("node{}", i + 1),
-                http_addr: format!("127.0.0.1:{}", 1 + i), // unused: no HTTP here
-                peer_addr: addrs[i].clone(),
-                data_dir: Some(dir.join(format!("node{}", i + 1))),
-                seeds: addrs.clone(),
-                partitions: 16,
-                request_timeout_ms: 400,
-                gossip_interval_ms: 50,
-                ..Config::default()
-            };
-            let tcp: Rc<dyn Transport> = Rc::new(TcpTransport::new(None));
-            let transport = Rc::new(FaultyTransport::new(tcp, addrs[i].clone(), faults.clone()));
-            let options = NodeOptions {
-                transport: Some(transport),
-                seed: Some(seed + i as u64),
-                peer_listener: Some(listener),
-            };
-            nodes.push(Node::start(config, options).await.expect("node starts"));
-        }
-        let cluster = TestCluster {
-            nodes,
-            addrs,
-            faults,
-            dir,
-        };
-        cluster.await_converged().await;
-        cluster
-    }
-
-    /// Wait (bounded) until every node sees every member and the same ring.
-    async fn await_converged(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut rings = BTreeSet::new();
-            let mut complete = true;
-            for node in &self.nodes {
-                let view = node.gossiper.send(GetView).await.expect("gossiper alive");
-                complete &=
-                    view.state.members.len() == self.nodes.len() && view.state.ring.nodes().len() == self.nodes.len();
-                rings.insert(format!("{:?}", view.state.ring));
-            }
-            if complete && rings.len() == 1 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "cluster did not converge");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Wait (bounded) until every node's failure detector sees every peer up.
-    async fn await_all_live(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let all_up = self.nodes.iter().all(|node| {
-                let view = node.liveness.get();
-                self.nodes
-                    .iter()
-                    .all(|other| view.of(&other.config.node_id) == dynamo_actors::failure_detector::Liveness::Up)
-            });
-            if all_up {
-                return;
-            }
-            assert!(Instant::now() < deadline, "peers not seen up again after heal");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Wait (bounded) until no node holds a hint.
-    async fn await_hints_delivered(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.nodes.iter().any(|n| n.replica.stats_pending_hints() > 0) {
-            assert!(Instant::now() < deadline, "hints not delivered");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        TestCluster(InProcCluster::start("faults", k, seed, 500).await)
     }
 
     async fn run(&self, via: usize, key: &str, kind: OpKind, quorum: usize) -> Result<ClientReply, OpError> {

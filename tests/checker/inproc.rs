@@ -5,125 +5,28 @@
 //! tests/cluster_faults.rs does). Same model and checks as the real-process
 //! run.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynamo_actors::coordinator::Coordinate;
-use dynamo_actors::failure_detector::Liveness;
-use dynamo_actors::gossiper::GetView;
-use dynamo_actors::transport::{Faults, FaultyTransport, TcpTransport, Transport};
-use dynamo_actors::{Node, NodeOptions};
 use dynamo_core::wire::{ClientOp, ClientReply, OpError, OpKind};
-use dynamo_core::{Config, Object, Value};
+use dynamo_core::{Object, Value};
 
+use crate::common::inproc::InProcCluster;
 use crate::model::*;
 
 /// Bound for one client operation (the nodes' request timeout is 400 ms).
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
-struct InProcCluster {
-    nodes: Vec<Node>,
-    addrs: Vec<String>,
-    faults: Arc<Faults>,
-    dir: PathBuf,
+/// What the checker does with the in-process cluster: client calls through
+/// its coordinators, and direct looks at its replicas.
+trait ClientCalls {
+    async fn run(&self, via: usize, key: &[u8], kind: OpKind, quorum: usize) -> Option<Result<ClientReply, OpError>>;
+    fn owners(&self, key: &[u8]) -> Vec<usize>;
+    async fn local(&self, i: usize, key: &[u8]) -> VersionSet;
 }
 
-impl Drop for InProcCluster {
-    fn drop(&mut self) {
-        for node in &self.nodes {
-            node.close();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl InProcCluster {
-    async fn start(k: usize, seed: u64) -> InProcCluster {
-        let dir = std::env::temp_dir().join(format!("dynamo-checker-{}-{seed:x}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let listeners: Vec<std::net::TcpListener> = (0..k)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
-            .collect();
-        let addrs: Vec<String> = listeners
-            .iter()
-            .map(|l| l.local_addr().expect("bound address").to_string())
-            .collect();
-        let faults = Faults::new(seed);
-        let mut nodes = Vec::new();
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let config = Config {
-                node_id: format!("node{}", i + 1),
-                http_addr: format!("127.0.0.1:{}", 1 + i), // unused: no HTTP here
-                peer_addr: addrs[i].clone(),
-                data_dir: Some(dir.join(format!("node{}", i + 1))),
-                seeds: addrs.clone(),
-                partitions: 16,
-                request_timeout_ms: 400,
-                gossip_interval_ms: 50,
-                anti_entropy_interval_ms: 100,
-                ..Config::default()
-            };
-            let tcp: Rc<dyn Transport> = Rc::new(TcpTransport::new(None));
-            let transport = Rc::new(FaultyTransport::new(tcp, addrs[i].clone(), faults.clone()));
-            let options = NodeOptions {
-                transport: Some(transport),
-                seed: Some(seed.wrapping_add(i as u64)),
-                peer_listener: Some(listener),
-            };
-            nodes.push(Node::start(config, options).await.expect("node starts"));
-        }
-        let cluster = InProcCluster {
-            nodes,
-            addrs,
-            faults,
-            dir,
-        };
-        cluster.await_converged().await;
-        cluster
-    }
-
-    /// Wait (bounded) until every node sees every member and the same ring.
-    async fn await_converged(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut rings = BTreeSet::new();
-            let mut complete = true;
-            for node in &self.nodes {
-                let view = node.gossiper.send(GetView).await.expect("gossiper alive");
-                complete &=
-                    view.state.members.len() == self.nodes.len() && view.state.ring.nodes().len() == self.nodes.len();
-                rings.insert(format!("{:?}", view.state.ring));
-            }
-            if complete && rings.len() == 1 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "cluster did not converge");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Wait (bounded) until every node's failure detector sees every peer up.
-    async fn await_all_live(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let all_up = self.nodes.iter().all(|node| {
-                let view = node.liveness.get();
-                self.nodes
-                    .iter()
-                    .all(|other| view.of(&other.config.node_id) == Liveness::Up)
-            });
-            if all_up {
-                return;
-            }
-            assert!(Instant::now() < deadline, "peers not seen up again after heal");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
+impl ClientCalls for InProcCluster {
     /// One client operation through node `via`, bounded by [`OP_TIMEOUT`]
     /// (`None` on timeout).
     async fn run(&self, via: usize, key: &[u8], kind: OpKind, quorum: usize) -> Option<Result<ClientReply, OpError>> {
@@ -308,7 +211,7 @@ fn converged(finals: &[KeyFinal]) -> bool {
 /// The whole run; returns the report and the summary line.
 pub async fn run(p: &Params) -> (Report, String) {
     let started = Instant::now();
-    let c = InProcCluster::start(p.nodes, p.seed).await;
+    let c = InProcCluster::start("checker", p.nodes, p.seed, 100).await;
     let history = History::new();
     let stop = AtomicBool::new(false);
     let mut faults = FaultLog::default();

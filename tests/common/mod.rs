@@ -11,6 +11,8 @@
 //! per-cluster temp dir whose tails are printed when a test panics.
 #![allow(dead_code)]
 
+pub mod inproc;
+
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
