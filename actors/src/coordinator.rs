@@ -263,7 +263,8 @@ async fn coordinate(
     if !can_coordinate {
         let primaries: Vec<Target> = targets.into_iter().filter(|t| t.is_primary() || !is_write).collect();
         if !may_forward || primaries.is_empty() {
-            return Err(unavailable(&shared, needed, 0, primaries.len()));
+            // Nothing was tried: a forwarder takes this as "ask another".
+            return Err(unavailable(&shared, needed, 0, 0));
         }
         return forward(&shared, primaries, op, needed).await;
     }
@@ -293,6 +294,7 @@ async fn coordinate(
 }
 
 fn unavailable(shared: &Shared, needed: usize, ok: usize, tried: usize) -> OpError {
+    log::debug!("quorum not reached at {}: {ok} of {needed} ({tried} tried)", shared.me);
     OpError::Unavailable {
         needed,
         ok,
