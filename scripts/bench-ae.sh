@@ -13,56 +13,13 @@
 #      random keys checked in its /admin/local).
 #
 # Usage: scripts/bench-ae.sh [--no-build] [--duration S]
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-BUILD=true
-DURATION=30
-KEYS=10000
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --no-build) BUILD=false ;;
-        --duration) DURATION="${2:?}"; shift ;;
-        *) echo "usage: $0 [--no-build] [--duration S]" >&2; exit 2 ;;
-    esac
-    shift
-done
-command -v jq >/dev/null || apt-get install -y jq >/dev/null
-$BUILD && cargo build --release -p dynamo-http -p dynamo-bench
-BIN="${CARGO_TARGET_DIR:-target}/release/dynamo"
-BENCH="${CARGO_TARGET_DIR:-target}/release/dynamo-bench"
-TMP="$(mktemp -d -t bench-ae.XXXXXX)"
-declare -a PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    sleep 1
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+NAME=bench-ae
+PORT=10
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
-SEEDS=127.0.0.1:19101,127.0.0.1:19102,127.0.0.1:19103
-start() { # start K
-    "$BIN" serve --node-id "node$1" --http-addr "127.0.0.1:1810$1" --peer-addr "127.0.0.1:1910$1" \
-        --data-dir "$TMP/node$1" --seeds "$SEEDS" > "$TMP/node$1.log" 2>&1 &
-    PIDS[$1]=$!
-}
-members_up() { # K: node K sees 3 members up
-    curl -sf "127.0.0.1:1810$1/status" | jq -e '[.members[] | select(.status == "up")] | length == 3' >/dev/null
-}
-wait_until() { # DESC TIMEOUT CMD...
-    local desc=$1 t=$2; shift 2
-    local end=$((SECONDS + t))
-    until "$@"; do
-        [ $SECONDS -lt $end ] || { echo "timed out waiting for $desc" >&2; exit 1; }
-        sleep 0.2
-    done
-}
 for k in 1 2 3; do start $k; done
-for k in 1 2 3; do wait_until "node$k ready" 60 members_up $k; done
-EP=http://127.0.0.1:18101,http://127.0.0.1:18102,http://127.0.0.1:18103
+for k in 1 2 3; do wait_until "node$k ready" 60 members_up $k 3; done
 
-bench() { "$BENCH" --target dynamo --endpoints "$EP" --keys $KEYS --clients 64 --json "$@" 2>/dev/null | tail -1; }
 bench --op get --preload --duration-s 1 --warmup-s 0 > /dev/null
 # The client load uses other keys (bench-100000..), so only anti-entropy
 # can bring the preloaded ones back to node3.
@@ -76,11 +33,10 @@ echo "no repair: $BASE" >&2
 kill -TERM "${PIDS[3]}"; wait "${PIDS[3]}" 2>/dev/null || true
 rm -rf "$TMP/node3"
 start 3
-wait_until "node3 back" 60 members_up 3
+wait_until "node3 back" 60 members_up 3 3
 T0=$SECONDS
 load --op mixed --rate "$RATE" --duration-s "$DURATION" > "$TMP/repair.json" &
 LOAD=$!
-keys3() { curl -sf 127.0.0.1:18103/status | jq .storage.keys; }
 # node3 also receives the load's own keys: count only the preloaded ones,
 # from a sample, once its key count says it may be done.
 refilled() {

@@ -1,0 +1,53 @@
+# Shared by the cluster benchmarks (bench-ae.sh, bench-join.sh); sourced,
+# not run. Before sourcing set NAME (the temp dir's name) and PORT (a
+# two-digit prefix: node K gets HTTP on 18<PORT>K and peers on 19<PORT>K).
+# Parses [--no-build] [--duration S], builds, and provides: start K,
+# members_up K COUNT, wait_until DESC TIMEOUT CMD..., bench ARGS..., and
+# the variables BIN, BENCH, TMP, DURATION, KEYS, EP.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BUILD=true
+DURATION=30
+KEYS=10000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-build) BUILD=false ;;
+        --duration) DURATION="${2:?}"; shift ;;
+        *) echo "usage: $0 [--no-build] [--duration S]" >&2; exit 2 ;;
+    esac
+    shift
+done
+command -v jq >/dev/null || apt-get install -y jq >/dev/null
+$BUILD && cargo build --release -p dynamo-http -p dynamo-bench
+BIN="${CARGO_TARGET_DIR:-target}/release/dynamo"
+BENCH="${CARGO_TARGET_DIR:-target}/release/dynamo-bench"
+TMP="$(mktemp -d -t "$NAME.XXXXXX")"
+declare -a PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    sleep 1
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+SEEDS="127.0.0.1:19${PORT}1,127.0.0.1:19${PORT}2,127.0.0.1:19${PORT}3"
+EP="http://127.0.0.1:18${PORT}1,http://127.0.0.1:18${PORT}2,http://127.0.0.1:18${PORT}3"
+start() { # K
+    "$BIN" serve --node-id "node$1" --http-addr "127.0.0.1:18${PORT}$1" --peer-addr "127.0.0.1:19${PORT}$1" \
+        --data-dir "$TMP/node$1" --seeds "$SEEDS" > "$TMP/node$1.log" 2>&1 &
+    PIDS[$1]=$!
+}
+members_up() { # K COUNT: node K sees COUNT members up
+    curl -sf "127.0.0.1:18${PORT}$1/status" | jq -e "[.members[] | select(.status == \"up\")] | length == $2" >/dev/null
+}
+wait_until() { # DESC TIMEOUT CMD...
+    local desc=$1 t=$2; shift 2
+    local end=$((SECONDS + t))
+    until "$@"; do
+        [ $SECONDS -lt $end ] || { echo "timed out waiting for $desc" >&2; exit 1; }
+        sleep 0.2
+    done
+}
+bench() { "$BENCH" --target dynamo --endpoints "$EP" --keys "$KEYS" --clients 64 --json "$@" 2>/dev/null | tail -1; }
