@@ -77,11 +77,11 @@ fi
 # ---------------------------------------------------------------- build
 PKGS=()
 if [ -z "${BENCH_BIN:-}" ]; then
-    BENCH_BIN="$ROOT/target/release/dynamo-bench"
+    BENCH_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/dynamo-bench"
     PKGS+=(-p dynamo-bench)
 fi
 if $RUN_DYNAMO && [ -z "${DYNAMO_BIN:-}" ]; then
-    DYNAMO_BIN="$ROOT/target/release/dynamo"
+    DYNAMO_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/dynamo"
     PKGS+=(-p dynamo-http)
 fi
 if $BUILD && [ ${#PKGS[@]} -gt 0 ]; then

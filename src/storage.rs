@@ -42,10 +42,11 @@ pub trait Store: Send + Sync + 'static {
     /// The encoded object stored for `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Replace the object for `key`, and update the index of deleted keys
-    /// as `mark` says, in one atomic write; durable (in the WAL, or fsynced
-    /// when the store was opened so) when this returns.
+    /// as `mark` says, in one atomic write; in the write-ahead log when this
+    /// returns (it survives a crash of the process), fsynced by the next
+    /// [`Store::sync_wal`] (it survives a power cut).
     fn put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<(), StoreError>;
-    /// Remove `key` (a purged tombstone) and its index entry, durably.
+    /// Remove `key` (a purged tombstone) and its index entry (in the WAL).
     fn delete(&self, key: &[u8]) -> Result<(), StoreError>;
     /// Up to `limit` keys whose object is all tombstones, with ring
     /// positions in `from..=to`.
@@ -56,14 +57,18 @@ pub trait Store: Send + Sync + 'static {
     fn scan(&self, from: u128, to: u128, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError>;
     /// A metadata blob.
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Store a metadata blob durably.
+    /// Store a metadata blob, fsynced before this returns.
     fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Fsync the write-ahead log: every write that returned before this
+    /// call is on stable storage when it returns. One call covers any
+    /// number of writes, which is what group commit shares.
+    fn sync_wal(&self) -> Result<(), StoreError>;
     /// Size figures for `/status`.
     fn stats(&self) -> StoreStats;
 
     /// The hinted object this node keeps for `owner` (sloppy quorum).
     fn get_hint(&self, owner: &str, key: &[u8]) -> Result<Option<Object>, StoreError>;
-    /// Store a hint for `owner`, durably.
+    /// Store a hint for `owner` (in the WAL, like [`Store::put`]).
     fn put_hint(&self, owner: &str, key: &[u8], object: &Object) -> Result<(), StoreError>;
     /// Drop a hint (after its owner acknowledged it).
     fn delete_hint(&self, owner: &str, key: &[u8]) -> Result<(), StoreError>;
@@ -246,6 +251,10 @@ impl Store for MemStore {
             .lock()
             .map_err(poisoned)?
             .insert(name.to_string(), value.to_vec());
+        Ok(())
+    }
+
+    fn sync_wal(&self) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -376,7 +376,9 @@ async fn write(
 ) -> Result<ClientReply, OpError> {
     let deadline = Instant::now() + shared.quorums.timeout;
     // The local replica mints the dot from its own history of this key, so
-    // counters never repeat; then the whole object goes to the others.
+    // counters never repeat; then the whole object goes to the others. (A
+    // minted version lost to a power cut before its fsync cannot be minted
+    // again: counters restart above a floor persisted ahead of use.)
     let (object, clock) = shared
         .replica
         .update(key.clone(), context, shared.actor.clone(), value)
@@ -412,7 +414,21 @@ async fn write(
     let (tx, mut rx) = mpsc::channel(targets.len().max(1));
     for (i, target) in targets.iter().enumerate() {
         if target.node == shared.me {
-            tally.record(true);
+            if !shared.replica.syncs_writes() {
+                // In the WAL already: stored.
+                tally.record(true);
+                continue;
+            }
+            // The local fsync runs beside the remote replicas' writes
+            // rather than before them; the local copy counts once durable.
+            let (tx, replica) = (tx.clone(), shared.replica.clone());
+            tokio::task::spawn_local(async move {
+                let durable = replica.durable().await;
+                if let Err(e) = &durable {
+                    log::warn!("fsync of a local write failed: {e}");
+                }
+                let _ = tx.send((i, durable.ok())).await;
+            });
             continue;
         }
         let call = shared.transport.call(

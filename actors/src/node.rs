@@ -38,13 +38,9 @@ use crate::transport::{serve_peers, PeerHandler, Secret, TcpTransport, Transport
 
 /// Metadata name of the node's identity record.
 const IDENTITY_META: &str = "identity";
-/// Replica shard threads when writes are fsynced: an fsync blocks its
-/// thread, so many threads keep many writes in flight for RocksDB to group
-/// into one fsync (group commit).
-const SHARDS_SYNC: usize = 32;
-
-/// Replica shard threads otherwise: one per core (at least two); more only
-/// add context switches (measured: 8 shards were slower than 2 on 2 cores).
+/// Replica shard threads: one per core (at least two); more only add
+/// context switches (measured: 8 shards were slower than 2 on 2 cores).
+/// Fsyncs never block a shard: they run in the group commit.
 fn shards() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
@@ -170,7 +166,7 @@ impl Node {
             None => StdRng::from_entropy(),
         };
 
-        let store = Arc::new(RocksStore::open(&dir, config.sync_writes).map_err(store_err)?);
+        let store = Arc::new(RocksStore::open(&dir).map_err(store_err)?);
         let identity = load_identity(store.as_ref(), &config, &mut rng, &dir_name)?;
         store
             .put_meta(IDENTITY_META, &postcard::to_allocvec(&identity).unwrap_or_default())
@@ -197,7 +193,7 @@ impl Node {
             source,
         })?;
 
-        let shards = if config.sync_writes { SHARDS_SYNC } else { shards() };
+        let shards = shards();
         let stats = Arc::new(NodeStats::default());
         let pending_hints = store.count_hints().map_err(store_err)?;
         stats
@@ -205,8 +201,14 @@ impl Node {
             .store(pending_hints, std::sync::atomic::Ordering::Relaxed);
         // Merkle leaves over what the store holds: one sequential scan.
         let digests = Arc::new(build_digests(store.as_ref(), cluster.ring.partitions()).map_err(store_err)?);
-        let replica =
-            Replica::start(store.clone() as Arc<dyn Store>, shards, stats.clone(), digests).map_err(store_err)?;
+        let replica = Replica::start(
+            store.clone() as Arc<dyn Store>,
+            shards,
+            stats.clone(),
+            digests,
+            config.sync_writes,
+        )
+        .map_err(store_err)?;
         let quorums = Quorums {
             n: config.n,
             r: config.r,

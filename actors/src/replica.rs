@@ -25,6 +25,7 @@ use dynamo_core::merkle::{key_digest, leaf_range, DigestTable};
 use dynamo_core::storage::{decode_object, encode_object, Store, StoreError, StoreStats, TombstoneMark};
 use dynamo_core::{Actor as ClockActor, NodeId, Object, Value, VersionVector};
 
+use crate::group_commit::GroupCommit;
 use crate::stats::NodeStats;
 
 /// Read the local object for a key.
@@ -68,8 +69,9 @@ pub struct LocalUpdate {
 }
 
 /// Replica-side write: merge an object from a coordinator (or a repair).
+/// Answers the merged object and whether anything was written.
 #[derive(Message)]
-#[rtype(result = "Result<Object, StoreError>")]
+#[rtype(result = "Result<(Object, bool), StoreError>")]
 pub struct LocalMerge {
     /// The key.
     pub key: Vec<u8>,
@@ -261,28 +263,30 @@ impl Handler<LocalUpdate> for ReplicaShard {
 }
 
 impl Handler<LocalMerge> for ReplicaShard {
-    type Result = Result<Object, StoreError>;
+    type Result = Result<(Object, bool), StoreError>;
     fn handle(&mut self, msg: LocalMerge, _: &mut Self::Context) -> Self::Result {
         if let Some(owner) = msg.hint_for {
             let current = self.store.get_hint(&owner, &msg.key)?;
             let merged = current.clone().unwrap_or_default().sync(&msg.object);
-            if current.as_ref() != Some(&merged) {
+            let changed = current.as_ref() != Some(&merged);
+            if changed {
                 self.store.put_hint(&owner, &msg.key, &merged)?;
                 if current.is_none() {
                     NodeStats::bump(&self.stats.hints_pending);
                 }
             }
-            return Ok(merged);
+            return Ok((merged, changed));
         }
         let previous = self.read(&msg.key)?;
         let current = previous.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
         let merged = current.sync(&msg.object);
         // Only write when something changed: a repair of an up-to-date
         // replica costs a read, not a write.
-        if merged != current {
+        let changed = merged != current;
+        if changed {
             self.write(&msg.key, previous.as_ref().map(|(o, b)| (o, b.as_slice())), &merged)?;
         }
-        Ok(merged)
+        Ok((merged, changed))
     }
 }
 
@@ -480,17 +484,22 @@ pub struct Replica {
     store: Arc<dyn Store>,
     stats: Arc<NodeStats>,
     digests: Arc<DigestTable>,
+    /// Fsyncs for `sync_writes`; `None` when the WAL alone is enough.
+    commit: Option<GroupCommit>,
 }
 
 impl Replica {
     /// Start `shards` storage threads over `store`, keeping `digests` (the
     /// Merkle leaves, already built over the store's contents) up to date.
+    /// With `sync_writes`, a write counts as stored only once fsynced.
     pub fn start(
         store: Arc<dyn Store>,
         shards: usize,
         stats: Arc<NodeStats>,
         digests: Arc<DigestTable>,
+        sync_writes: bool,
     ) -> Result<Replica, StoreError> {
+        let commit = sync_writes.then(|| GroupCommit::start(store.clone())).transpose()?;
         let floor = Arc::new(DotFloor::load(store.as_ref())?);
         let addrs = (0..shards.max(1))
             .map(|_| {
@@ -508,6 +517,7 @@ impl Replica {
             store,
             stats,
             digests,
+            commit,
         })
     }
 
@@ -522,7 +532,10 @@ impl Replica {
         Ok(self.shard(&key).send(LocalGet { key, hint_for }).await??)
     }
 
-    /// Mint and store a new version (coordinator side).
+    /// Mint and store a new version (coordinator side). The version is in
+    /// the WAL when this returns; with `sync_writes` it is durable only once
+    /// [`Replica::durable`] returns, which the coordinator awaits while the
+    /// version travels to the other replicas.
     pub async fn update(
         &self,
         key: Vec<u8>,
@@ -547,9 +560,28 @@ impl Replica {
     }
 
     /// Merge an object into the local replica, or into the hint kept for
-    /// `hint_for`.
+    /// `hint_for`; durable (fsynced, with `sync_writes`) when it returns.
     pub async fn merge(&self, key: Vec<u8>, object: Object, hint_for: Option<NodeId>) -> Result<Object, ReplicaError> {
-        Ok(self.shard(&key).send(LocalMerge { key, object, hint_for }).await??)
+        let (merged, changed) = self.shard(&key).send(LocalMerge { key, object, hint_for }).await??;
+        if changed {
+            self.durable().await?;
+        }
+        Ok(merged)
+    }
+
+    /// Wait until every write this replica made so far is durable: at once
+    /// without `sync_writes` (the WAL write already survives a crash), after
+    /// the next group commit with it.
+    pub async fn durable(&self) -> Result<(), ReplicaError> {
+        match &self.commit {
+            Some(commit) => Ok(commit.durable().await?),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether [`Replica::durable`] has to wait for an fsync.
+    pub fn syncs_writes(&self) -> bool {
+        self.commit.is_some()
     }
 
     /// Record that `owner` acknowledged `object`; returns whether the hint

@@ -2,10 +2,12 @@
 //!
 //! One column family per keyspace: `data` (key → encoded object) and `meta`
 //! (identity, cluster state), with room for `hints` and Merkle trees later.
-//! Every write goes through the WAL; with `sync_writes` it is also fsynced
-//! before the call returns. Concurrent writers from the replica threads are
-//! grouped by RocksDB's write leader into one WAL write and one fsync
-//! (group commit), so syncing costs per batch, not per write.
+//! Every write goes through the WAL, unsynced: it survives a crash of the
+//! process as soon as the call returns. Fsyncs are separate
+//! ([`Store::sync_wal`]) so that one of them covers every write made
+//! before it, from any thread: the replica's group commit (see
+//! [`crate::group_commit`]) calls it once per batch when `sync_writes` is
+//! on. Metadata alone is always fsynced at once.
 
 use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard};
@@ -33,12 +35,11 @@ pub struct RocksStore {
     /// so RocksDB shuts down before the process exits rather than racing
     /// its teardown from threads that still hold the store.
     db: RwLock<Option<DB>>,
-    sync: bool,
 }
 
 impl std::fmt::Debug for RocksStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RocksStore").field("sync", &self.sync).finish()
+        f.debug_struct("RocksStore").finish_non_exhaustive()
     }
 }
 
@@ -48,7 +49,7 @@ fn engine(e: rocksdb::Error) -> StoreError {
 
 impl RocksStore {
     /// Open (or create) the store in `dir`.
-    pub fn open(dir: &Path, sync_writes: bool) -> Result<RocksStore, StoreError> {
+    pub fn open(dir: &Path) -> Result<RocksStore, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Engine(format!("cannot create data dir {}: {e}", dir.display())))?;
         let mut opts = Options::default();
@@ -88,14 +89,7 @@ impl RocksStore {
         .map_err(engine)?;
         Ok(RocksStore {
             db: RwLock::new(Some(db)),
-            sync: sync_writes,
         })
-    }
-
-    fn write_opts(&self) -> WriteOptions {
-        let mut w = WriteOptions::default();
-        w.set_sync(self.sync);
-        w
     }
 
     /// The open database, or an error once closed.
@@ -148,10 +142,7 @@ impl Store for RocksStore {
         let cf = db.cf(CF_DATA)?;
         let stored = data_key(key);
         if mark == TombstoneMark::Keep {
-            return db
-                .db()
-                .put_cf_opt(cf, &stored, encoded, &self.write_opts())
-                .map_err(engine);
+            return db.db().put_cf(cf, &stored, encoded).map_err(engine);
         }
         let tombstones = db.cf(CF_TOMBSTONES)?;
         let mut batch = rocksdb::WriteBatch::default();
@@ -160,7 +151,7 @@ impl Store for RocksStore {
             TombstoneMark::Set => batch.put_cf(tombstones, &stored, []),
             _ => batch.delete_cf(tombstones, &stored),
         }
-        db.db().write_opt(batch, &self.write_opts()).map_err(engine)
+        db.db().write(batch).map_err(engine)
     }
 
     fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
@@ -169,7 +160,7 @@ impl Store for RocksStore {
         let mut batch = rocksdb::WriteBatch::default();
         batch.delete_cf(db.cf(CF_DATA)?, &stored);
         batch.delete_cf(db.cf(CF_TOMBSTONES)?, &stored);
-        db.db().write_opt(batch, &self.write_opts()).map_err(engine)
+        db.db().write(batch).map_err(engine)
     }
 
     fn scan_tombstones(&self, from: u128, to: u128, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -228,6 +219,10 @@ impl Store for RocksStore {
         db.db().put_cf_opt(cf, name.as_bytes(), value, &w).map_err(engine)
     }
 
+    fn sync_wal(&self) -> Result<(), StoreError> {
+        self.db()?.db().flush_wal(true).map_err(engine)
+    }
+
     fn get_hint(&self, owner: &str, key: &[u8]) -> Result<Option<Object>, StoreError> {
         let db = self.db()?;
         let cf = db.cf(CF_HINTS)?;
@@ -239,16 +234,14 @@ impl Store for RocksStore {
         let db = self.db()?;
         let cf = db.cf(CF_HINTS)?;
         db.db()
-            .put_cf_opt(cf, hint_key(owner, key), encode_object(object), &self.write_opts())
+            .put_cf(cf, hint_key(owner, key), encode_object(object))
             .map_err(engine)
     }
 
     fn delete_hint(&self, owner: &str, key: &[u8]) -> Result<(), StoreError> {
         let db = self.db()?;
         let cf = db.cf(CF_HINTS)?;
-        db.db()
-            .delete_cf_opt(cf, hint_key(owner, key), &self.write_opts())
-            .map_err(engine)
+        db.db().delete_cf(cf, hint_key(owner, key)).map_err(engine)
     }
 
     fn scan_hints(

@@ -11,6 +11,12 @@ use dynamo_actors::NodeOptions;
 use dynamo_core::config::{Config, Overrides};
 use dynamo_http::server;
 
+/// A node allocates and frees a buffer or two per message on every thread;
+/// glibc's allocator spent over a tenth of a node's CPU on that in the PUT
+/// benchmark (BENCHMARKS.md), mimalloc's thread-local free lists far less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "dynamo",
