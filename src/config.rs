@@ -80,6 +80,9 @@ pub struct Config {
     /// Keys per second a partition transfer (join, leave, remove) moves at
     /// most, so a rebalance leaves room for client requests.
     pub transfer_keys_per_sec: u64,
+    /// Hints per second hinted handoff delivers at most (Cassandra's hint
+    /// throttle), so an owner coming back does not crowd out clients.
+    pub handoff_hints_per_sec: u64,
 }
 
 /// Largest key, in bytes (SPEC §3).
@@ -107,6 +110,7 @@ impl Default for Config {
             client_token: None,
             http_workers: default_http_workers(),
             transfer_keys_per_sec: 5_000,
+            handoff_hints_per_sec: 5_000,
         }
     }
 }
@@ -166,6 +170,8 @@ pub struct Overrides {
     pub http_workers: Option<usize>,
     /// See [`Config::transfer_keys_per_sec`].
     pub transfer_keys_per_sec: Option<u64>,
+    /// See [`Config::handoff_hints_per_sec`].
+    pub handoff_hints_per_sec: Option<u64>,
 }
 
 impl Config {
@@ -207,7 +213,8 @@ impl Config {
             anti_entropy_interval_ms,
             sync_writes,
             http_workers,
-            transfer_keys_per_sec
+            transfer_keys_per_sec,
+            handoff_hints_per_sec
         );
         if o.data_dir.is_some() {
             self.data_dir = o.data_dir;
@@ -260,6 +267,9 @@ impl Config {
         }
         if self.transfer_keys_per_sec == 0 {
             return bad("transfer_keys_per_sec must be positive".into());
+        }
+        if self.handoff_hints_per_sec == 0 {
+            return bad("handoff_hints_per_sec must be positive".into());
         }
         if self.http_workers == 0 || self.http_workers > 256 {
             return bad(format!(

@@ -6,7 +6,8 @@
 //! versions relate ([`dvv`]), how replica answers add up ([`quorum`]), what
 //! the cluster looks like ([`membership`]), the client's context token
 //! ([`context`]), configuration ([`config`]), the node-to-node messages
-//! ([`wire`]) and the storage interface ([`storage`]). The actors crate wraps
+//! ([`wire`]) and the storage interface ([`storage`]), and how fast
+//! background work may go ([`pace`]). The actors crate wraps
 //! these in processes; the http crate translates requests into them.
 
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod context;
 pub mod dvv;
 pub mod membership;
 pub mod merkle;
+pub mod pace;
 pub mod phi;
 pub mod quorum;
 pub mod ring;

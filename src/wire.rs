@@ -169,6 +169,13 @@ pub enum PeerRequest {
         /// The tombstone every replica was seen to hold.
         expected: Object,
     },
+    /// Merge many objects into the receiver's replica (hinted handoff and
+    /// partition handover send a batch per call); answered `Stored` once
+    /// every one is durable.
+    ReplicateMany {
+        /// (key, object) pairs, at most [`MAX_AE_ITEMS`].
+        items: Vec<(Vec<u8>, Object)>,
+    },
 }
 
 /// Most indices, leaves or keys one anti-entropy request may name or return.
@@ -178,7 +185,9 @@ impl PeerRequest {
     /// A short name of the request's kind (for logs and fault injection).
     pub fn kind(&self) -> &'static str {
         match self {
-            PeerRequest::Replicate { .. } => "replicate",
+            // One kind for both: a fault that stops replica writes between
+            // two nodes stops batches too.
+            PeerRequest::Replicate { .. } | PeerRequest::ReplicateMany { .. } => "replicate",
             PeerRequest::Fetch { .. } => "fetch",
             PeerRequest::Coordinate(_) => "coordinate",
             PeerRequest::Gossip(_) => "gossip",

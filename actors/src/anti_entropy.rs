@@ -8,8 +8,8 @@
 //! then the differing leaves' (key, digest) lists are exchanged, and only
 //! keys whose digests differ move: each side's object is merged into the
 //! other with DVV `sync`, so nothing concurrent is dropped. Work per
-//! exchange is capped in keys and bytes (background priority: foreground
-//! requests keep their latency).
+//! exchange is capped in keys and bytes, and the repairs are paced evenly
+//! over it (background priority: foreground requests keep their latency).
 //!
 //! The partition's first owner also purges tombstones, but only once it
 //! has seen that every current replica holds exactly the same tombstone,
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use dynamo_core::merkle::partition_range;
+use dynamo_core::pace::Pacer;
 use dynamo_core::storage::encode_object;
 use dynamo_core::wire::{PeerRequest, PeerResponse, MAX_AE_ITEMS};
 use dynamo_core::NodeId;
@@ -32,6 +33,7 @@ use futures::stream::{self, StreamExt};
 
 use crate::failure_detector::{Liveness, LivenessCell};
 use crate::gossiper::ClusterCell;
+use crate::handoff::Delivering;
 use crate::replica::Replica;
 use crate::stats::NodeStats;
 use crate::transport::{Transport, TransportError};
@@ -69,6 +71,7 @@ pub struct AntiEntropy {
     replica: Replica,
     transport: Rc<dyn Transport>,
     stats: Arc<NodeStats>,
+    delivering: Arc<Delivering>,
     cursor: usize,
     busy: bool,
 }
@@ -86,6 +89,7 @@ impl AntiEntropy {
         replica: Replica,
         transport: Rc<dyn Transport>,
         stats: Arc<NodeStats>,
+        delivering: Arc<Delivering>,
     ) -> Self {
         AntiEntropy {
             me,
@@ -97,6 +101,7 @@ impl AntiEntropy {
             replica,
             transport,
             stats,
+            delivering,
             cursor: 0,
             busy: false,
         }
@@ -123,7 +128,8 @@ impl AntiEntropy {
             }
             let peers = owners.iter().filter(|o| **o != self.me);
             for (rank, peer) in peers.enumerate() {
-                if liveness.of(peer) != Liveness::Up {
+                // A peer being handed hints is repaired by them first.
+                if liveness.of(peer) != Liveness::Up || self.delivering.contains(peer) {
                     continue;
                 }
                 if let Some(m) = cluster.member(peer) {
@@ -294,8 +300,17 @@ impl Exchange {
 
         let mut bytes = 0u64;
         let mut repaired = 0;
+        // Repairs spread evenly over the exchange at the key rate, not all
+        // at its start: a burst is what moves foreground p99.9.
+        let mut pacer = Pacer::new(KEYS_PER_SEC, CONCURRENCY as u64);
         let mut results = stream::iter(differing)
-            .map(|key| self.reconcile(key))
+            .map(|key| {
+                let wait = pacer.delay(tokio::time::Instant::now().into_std(), 1);
+                async move {
+                    tokio::time::sleep(wait).await;
+                    self.reconcile(key).await
+                }
+            })
             .buffer_unordered(CONCURRENCY);
         while let Some(result) = results.next().await {
             let (changed, moved) = result?;

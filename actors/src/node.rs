@@ -29,7 +29,7 @@ use crate::anti_entropy::AntiEntropy;
 use crate::coordinator::{Coordinate, Coordinator, CoordinatorParts, Quorums};
 use crate::failure_detector::{FailureDetector, LivenessCell};
 use crate::gossiper::{ClusterCell, GossipSyn, Gossiper, CLUSTER_META};
-use crate::handoff::Handoff;
+use crate::handoff::{Delivering, Handoff};
 use crate::replica::Replica;
 use crate::rocks::RocksStore;
 use crate::stats::NodeStats;
@@ -259,14 +259,17 @@ impl Node {
         )
         .start();
 
+        let delivering = Arc::new(Delivering::default());
         Handoff::new(
             config.node_id.clone(),
             Duration::from_millis(config.gossip_interval_ms),
             quorums.timeout,
+            config.handoff_hints_per_sec,
             cell.clone(),
             liveness.clone(),
             replica.clone(),
             transport.clone(),
+            delivering.clone(),
         )
         .start();
 
@@ -280,6 +283,7 @@ impl Node {
             replica.clone(),
             transport.clone(),
             stats.clone(),
+            delivering,
         )
         .start();
 
@@ -525,6 +529,15 @@ impl PeerHandler for Dispatcher {
                     Ok(_) => PeerResponse::Stored,
                     Err(e) => failed(&e),
                 },
+                PeerRequest::ReplicateMany { items } => {
+                    if items.len() > MAX_AE_ITEMS {
+                        return failed(&"batch too large");
+                    }
+                    match replica.merge_many(items).await {
+                        Ok(()) => PeerResponse::Stored,
+                        Err(e) => failed(&e),
+                    }
+                }
                 PeerRequest::Fetch { key, hint_for } => match replica.get(key, hint_for).await {
                     Ok(object) => PeerResponse::Fetched(object),
                     Err(e) => failed(&e),

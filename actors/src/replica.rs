@@ -81,19 +81,6 @@ pub struct LocalMerge {
     pub hint_for: Option<NodeId>,
 }
 
-/// Hinted handoff delivered `object` to `owner`: drop the hint unless it
-/// has since grown beyond what was delivered.
-#[derive(Message)]
-#[rtype(result = "Result<bool, StoreError>")]
-pub struct HintDelivered {
-    /// The owner that acknowledged.
-    pub owner: NodeId,
-    /// The key.
-    pub key: Vec<u8>,
-    /// What it acknowledged.
-    pub object: Object,
-}
-
 /// A batch of hints for `owner`, in key order after `after`.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<(Vec<u8>, Object)>, StoreError>")]
@@ -262,51 +249,101 @@ impl Handler<LocalUpdate> for ReplicaShard {
     }
 }
 
-impl Handler<LocalMerge> for ReplicaShard {
-    type Result = Result<(Object, bool), StoreError>;
-    fn handle(&mut self, msg: LocalMerge, _: &mut Self::Context) -> Self::Result {
-        if let Some(owner) = msg.hint_for {
-            let current = self.store.get_hint(&owner, &msg.key)?;
-            let merged = current.clone().unwrap_or_default().sync(&msg.object);
+impl ReplicaShard {
+    /// Merge `object` into the replica of `key` (or into the hint kept for
+    /// `hint_for`); returns the merged object and whether it was written.
+    fn merge(&self, key: &[u8], object: &Object, hint_for: Option<&str>) -> Result<(Object, bool), StoreError> {
+        if let Some(owner) = hint_for {
+            let current = self.store.get_hint(owner, key)?;
+            let merged = current.clone().unwrap_or_default().sync(object);
             let changed = current.as_ref() != Some(&merged);
             if changed {
-                self.store.put_hint(&owner, &msg.key, &merged)?;
+                self.store.put_hint(owner, key, &merged)?;
                 if current.is_none() {
                     NodeStats::bump(&self.stats.hints_pending);
                 }
             }
             return Ok((merged, changed));
         }
-        let previous = self.read(&msg.key)?;
+        let previous = self.read(key)?;
         let current = previous.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
-        let merged = current.sync(&msg.object);
+        let merged = current.sync(object);
         // Only write when something changed: a repair of an up-to-date
         // replica costs a read, not a write.
         let changed = merged != current;
         if changed {
-            self.write(&msg.key, previous.as_ref().map(|(o, b)| (o, b.as_slice())), &merged)?;
+            self.write(key, previous.as_ref().map(|(o, b)| (o, b.as_slice())), &merged)?;
         }
         Ok((merged, changed))
     }
-}
 
-impl Handler<HintDelivered> for ReplicaShard {
-    type Result = Result<bool, StoreError>;
-    fn handle(&mut self, msg: HintDelivered, _: &mut Self::Context) -> Self::Result {
-        let Some(current) = self.store.get_hint(&msg.owner, &msg.key)? else {
+    /// Drop the hint of `key` for `owner` if `delivered` covers it; returns
+    /// whether it was dropped.
+    fn hint_delivered(&self, owner: &str, key: &[u8], delivered: &Object) -> Result<bool, StoreError> {
+        let Some(current) = self.store.get_hint(owner, key)? else {
             return Ok(false);
         };
         // A hint that grew while it was being delivered stays for the next
         // round; one the delivery covers is done.
-        if msg.object.sync(&current) != msg.object {
+        if delivered.sync(&current) != *delivered {
             return Ok(false);
         }
-        self.store.delete_hint(&msg.owner, &msg.key)?;
+        self.store.delete_hint(owner, key)?;
         self.stats
             .hints_pending
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         NodeStats::bump(&self.stats.hints_delivered);
         Ok(true)
+    }
+}
+
+impl Handler<LocalMerge> for ReplicaShard {
+    type Result = Result<(Object, bool), StoreError>;
+    fn handle(&mut self, msg: LocalMerge, _: &mut Self::Context) -> Self::Result {
+        self.merge(&msg.key, &msg.object, msg.hint_for.as_deref())
+    }
+}
+
+/// Replica-side writes of many keys, all of this shard: one message for a
+/// batch (hinted handoff, partition handover), so a batch costs one
+/// thread hop, not one per key. Answers whether anything was written.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct LocalMergeMany {
+    /// (key, object) pairs.
+    pub items: Vec<(Vec<u8>, Object)>,
+}
+
+impl Handler<LocalMergeMany> for ReplicaShard {
+    type Result = Result<bool, StoreError>;
+    fn handle(&mut self, msg: LocalMergeMany, _: &mut Self::Context) -> Self::Result {
+        let mut changed = false;
+        for (key, object) in &msg.items {
+            changed |= self.merge(key, object, None)?.1;
+        }
+        Ok(changed)
+    }
+}
+
+/// `owner` acknowledged a batch of hints, all of this shard's keys: drop
+/// each that the delivery covers. Answers how many were dropped.
+#[derive(Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub struct HintsDelivered {
+    /// The owner that acknowledged.
+    pub owner: NodeId,
+    /// What it acknowledged, per key.
+    pub items: Vec<(Vec<u8>, Object)>,
+}
+
+impl Handler<HintsDelivered> for ReplicaShard {
+    type Result = Result<usize, StoreError>;
+    fn handle(&mut self, msg: HintsDelivered, _: &mut Self::Context) -> Self::Result {
+        let mut dropped = 0;
+        for (key, object) in &msg.items {
+            dropped += usize::from(self.hint_delivered(&msg.owner, key, object)?);
+        }
+        Ok(dropped)
     }
 }
 
@@ -477,6 +514,9 @@ pub enum ReplicaError {
     Mailbox(#[from] MailboxError),
 }
 
+/// Something about one key.
+type Keyed<T> = (Vec<u8>, T);
+
 /// A handle on all shards of this node's replica store.
 #[derive(Clone)]
 pub struct Replica {
@@ -521,10 +561,23 @@ impl Replica {
         })
     }
 
-    fn shard(&self, key: &[u8]) -> &Addr<ReplicaShard> {
+    fn shard_index(&self, key: &[u8]) -> usize {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
-        &self.shards[(h.finish() % self.shards.len() as u64) as usize]
+        (h.finish() % self.shards.len() as u64) as usize
+    }
+
+    fn shard(&self, key: &[u8]) -> &Addr<ReplicaShard> {
+        &self.shards[self.shard_index(key)]
+    }
+
+    /// `items` split by the shard that owns each key (in their order).
+    fn by_shard<T>(&self, items: Vec<Keyed<T>>) -> Vec<(usize, Vec<Keyed<T>>)> {
+        let mut groups: Vec<Vec<Keyed<T>>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for (key, item) in items {
+            groups[self.shard_index(&key)].push((key, item));
+        }
+        groups.into_iter().enumerate().filter(|(_, g)| !g.is_empty()).collect()
     }
 
     /// The local object for `key` (with the hint kept for `hint_for`).
@@ -569,6 +622,39 @@ impl Replica {
         Ok(merged)
     }
 
+    /// Merge many objects into the local replica, a message per shard;
+    /// durable (fsynced, with `sync_writes`) when it returns.
+    pub async fn merge_many(&self, items: Vec<(Vec<u8>, Object)>) -> Result<(), ReplicaError> {
+        let sends = self
+            .by_shard(items)
+            .into_iter()
+            .map(|(shard, items)| self.shards[shard].send(LocalMergeMany { items }));
+        let mut changed = false;
+        for result in futures::future::join_all(sends).await {
+            changed |= result??;
+        }
+        if changed {
+            self.durable().await?;
+        }
+        Ok(())
+    }
+
+    /// Record that `owner` acknowledged a batch of hints; returns how many
+    /// were dropped.
+    pub async fn hints_delivered(&self, owner: NodeId, items: Vec<(Vec<u8>, Object)>) -> Result<usize, ReplicaError> {
+        let sends = self.by_shard(items).into_iter().map(|(shard, items)| {
+            self.shards[shard].send(HintsDelivered {
+                owner: owner.clone(),
+                items,
+            })
+        });
+        let mut dropped = 0;
+        for result in futures::future::join_all(sends).await {
+            dropped += result??;
+        }
+        Ok(dropped)
+    }
+
     /// Wait until every write this replica made so far is durable: at once
     /// without `sync_writes` (the WAL write already survives a crash), after
     /// the next group commit with it.
@@ -582,12 +668,6 @@ impl Replica {
     /// Whether [`Replica::durable`] has to wait for an fsync.
     pub fn syncs_writes(&self) -> bool {
         self.commit.is_some()
-    }
-
-    /// Record that `owner` acknowledged `object`; returns whether the hint
-    /// was dropped.
-    pub async fn hint_delivered(&self, owner: NodeId, key: Vec<u8>, object: Object) -> Result<bool, ReplicaError> {
-        Ok(self.shard(&key).send(HintDelivered { owner, key, object }).await??)
     }
 
     /// A batch of `owner`'s hints (scans run on the first shard; the

@@ -323,21 +323,18 @@ impl Job {
                     Ok(other) => break Err(format!("unexpected answer {other:?}")),
                     Err(e) => break Err(e.to_string()),
                 };
-                let mut merged = Ok(());
-                for (key, object) in &items {
-                    bytes += encode_object(object).len() as u64;
-                    if let Err(e) = self.replica.merge(key.clone(), object.clone(), None).await {
-                        merged = Err(e.to_string());
-                        break;
-                    }
+                let count = items.len() as u64;
+                let chunk_bytes: u64 = items.iter().map(|(_, o)| encode_object(o).len() as u64).sum();
+                let last = items.last().map(|(key, _)| (ring_position(key), key.clone()));
+                // One message per storage shard for the whole chunk.
+                if let Err(e) = self.replica.merge_many(items).await {
+                    break Err(e.to_string());
                 }
-                if let Err(e) = merged {
-                    break Err(e);
-                }
-                keys += items.len() as u64;
-                self.progress.add(items.len() as u64, 0);
-                if let Some((key, _)) = items.last() {
-                    after = Some((ring_position(key), key.clone()));
+                keys += count;
+                bytes += chunk_bytes;
+                self.progress.add(count, 0);
+                if last.is_some() {
+                    after = last;
                 }
                 if done {
                     break Ok(());
@@ -392,33 +389,27 @@ impl Job {
             started,
         }));
         let mut moved = 0u64;
+        // The chunk in one call per owner; keys are dropped here only once
+        // every owner stored all of it.
+        for (_, addr) in &owners {
+            let request = PeerRequest::ReplicateMany { items: items.clone() };
+            if !matches!(
+                self.transport.call(addr, request, self.timeout).await,
+                Ok(PeerResponse::Stored)
+            ) {
+                self.progress.set(None);
+                return 0;
+            }
+        }
         for (key, object) in items {
-            let mut stored_everywhere = true;
-            for (_, addr) in &owners {
-                let request = PeerRequest::Replicate {
-                    key: key.clone(),
-                    object: object.clone(),
-                    hint_for: None,
-                };
-                if !matches!(
-                    self.transport.call(addr, request, self.timeout).await,
-                    Ok(PeerResponse::Stored)
-                ) {
-                    stored_everywhere = false;
-                    break;
-                }
-            }
-            if !stored_everywhere {
-                break;
-            }
             if let Err(e) = self.replica.drop_if_unchanged(key, object).await {
                 log::warn!("dropping a handed-over key failed: {e}");
                 break;
             }
             moved += 1;
             self.progress.add(1, 0);
-            self.pace(started, moved).await;
         }
+        self.pace(started, moved).await;
         self.progress.set(None);
         moved
     }

@@ -90,6 +90,9 @@ struct ServeArgs {
     /// Keys per second a partition transfer moves at most.
     #[arg(long, env = "DYNAMO_TRANSFER_KEYS_PER_SEC")]
     transfer_keys_per_sec: Option<u64>,
+    /// Hints per second hinted handoff delivers at most.
+    #[arg(long, env = "DYNAMO_HANDOFF_HINTS_PER_SEC")]
+    handoff_hints_per_sec: Option<u64>,
 }
 
 #[derive(Args)]
@@ -131,6 +134,7 @@ impl ServeArgs {
             client_token: self.client_token,
             http_workers: self.http_workers,
             transfer_keys_per_sec: self.transfer_keys_per_sec,
+            handoff_hints_per_sec: self.handoff_hints_per_sec,
         });
         config.validate()?;
         Ok(config)
