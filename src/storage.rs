@@ -164,18 +164,97 @@ pub fn key_in_range(stored: &[u8], from: u128, to: u128) -> Option<&[u8]> {
 }
 
 /// An in-memory [`Store`] for tests.
+///
+/// A [`MemStore::volatile`] store also models what a power cut does to a
+/// write-ahead log: [`MemStore::power_cut`] loses every write since the
+/// last sync, so a test can prove that what was acknowledged had been
+/// synced. Its syncs can be slowed down and made to fail.
 #[derive(Debug, Default)]
 pub struct MemStore {
     data: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     tombstones: Mutex<std::collections::BTreeSet<Vec<u8>>>,
     meta: Mutex<BTreeMap<String, Vec<u8>>>,
     hints: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// What survives a power cut (volatile stores only).
+    synced: Option<Mutex<Contents>>,
+    syncs: std::sync::atomic::AtomicU64,
+    sync_delay: Mutex<std::time::Duration>,
+    fail_syncs: std::sync::atomic::AtomicBool,
+}
+
+/// Everything a [`MemStore`] holds, as of one moment.
+#[derive(Clone, Debug, Default)]
+struct Contents {
+    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    tombstones: std::collections::BTreeSet<Vec<u8>>,
+    meta: BTreeMap<String, Vec<u8>>,
+    hints: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 impl MemStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose unsynced writes a [`MemStore::power_cut`] loses.
+    pub fn volatile() -> Self {
+        MemStore {
+            synced: Some(Mutex::default()),
+            ..Self::default()
+        }
+    }
+
+    /// Lose every write made since the last sync (as a machine losing power
+    /// loses what the OS had not yet written). Only for volatile stores.
+    pub fn power_cut(&self) -> Result<(), StoreError> {
+        let Some(synced) = &self.synced else {
+            return Err(StoreError::Engine("power_cut needs a volatile store".into()));
+        };
+        let kept = synced.lock().map_err(poisoned)?.clone();
+        *self.data.lock().map_err(poisoned)? = kept.data;
+        *self.tombstones.lock().map_err(poisoned)? = kept.tombstones;
+        *self.meta.lock().map_err(poisoned)? = kept.meta;
+        *self.hints.lock().map_err(poisoned)? = kept.hints;
+        Ok(())
+    }
+
+    /// How many times [`Store::sync_wal`] ran.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Make every sync take `delay` (so concurrent waiters pile up).
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        if let Ok(mut d) = self.sync_delay.lock() {
+            *d = delay;
+        }
+    }
+
+    /// Make syncs fail (a dying disk) or succeed again.
+    pub fn fail_syncs(&self, fail: bool) {
+        self.fail_syncs.store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Record the current contents as what survives a power cut: a sync
+    /// makes every earlier write durable, as one fsync of a WAL does.
+    fn snapshot(&self) -> Result<(), StoreError> {
+        let Some(synced) = &self.synced else {
+            return Ok(());
+        };
+        // One lock at a time: `put` holds two, in its own order.
+        let data = self.data.lock().map_err(poisoned)?.clone();
+        let tombstones = self.tombstones.lock().map_err(poisoned)?.clone();
+        let meta = self.meta.lock().map_err(poisoned)?.clone();
+        let hints = self.hints.lock().map_err(poisoned)?.clone();
+        let now = Contents {
+            data,
+            tombstones,
+            meta,
+            hints,
+        };
+        *synced.lock().map_err(poisoned)? = now;
+        Ok(())
     }
 }
 
@@ -251,11 +330,20 @@ impl Store for MemStore {
             .lock()
             .map_err(poisoned)?
             .insert(name.to_string(), value.to_vec());
-        Ok(())
+        // Metadata is synced at once, and with it every earlier write.
+        self.snapshot()
     }
 
     fn sync_wal(&self) -> Result<(), StoreError> {
-        Ok(())
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let delay = *self.sync_delay.lock().map_err(poisoned)?;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        if self.fail_syncs.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Engine("sync failed (injected)".into()));
+        }
+        self.snapshot()
     }
 
     fn get_hint(&self, owner: &str, key: &[u8]) -> Result<Option<Object>, StoreError> {

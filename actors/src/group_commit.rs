@@ -72,96 +72,33 @@ impl GroupCommit {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
-    use dynamo_core::storage::{MemStore, StoreStats, TombstoneMark};
-    use dynamo_core::Object;
+    use dynamo_core::storage::MemStore;
 
     use super::*;
 
-    /// A store that counts syncs and can be told to fail them.
-    #[derive(Default)]
-    struct Counting {
-        inner: MemStore,
-        syncs: AtomicUsize,
-        fail: std::sync::atomic::AtomicBool,
-    }
-
-    impl Store for Counting {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(key)
-        }
-        fn put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<(), StoreError> {
-            self.inner.put(key, encoded, mark)
-        }
-        fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
-            self.inner.delete(key)
-        }
-        fn scan_tombstones(&self, from: u128, to: u128, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-            self.inner.scan_tombstones(from, to, limit)
-        }
-        fn scan(&self, from: u128, to: u128, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
-            self.inner.scan(from, to, visit)
-        }
-        fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get_meta(name)
-        }
-        fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-            self.inner.put_meta(name, value)
-        }
-        fn sync_wal(&self) -> Result<(), StoreError> {
-            self.syncs.fetch_add(1, Ordering::SeqCst);
-            // Slow enough that waiters pile up behind a sync in progress.
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(StoreError::Engine("disk on fire".into()));
-            }
-            Ok(())
-        }
-        fn stats(&self) -> StoreStats {
-            self.inner.stats()
-        }
-        fn get_hint(&self, owner: &str, key: &[u8]) -> Result<Option<Object>, StoreError> {
-            self.inner.get_hint(owner, key)
-        }
-        fn put_hint(&self, owner: &str, key: &[u8], object: &Object) -> Result<(), StoreError> {
-            self.inner.put_hint(owner, key, object)
-        }
-        fn delete_hint(&self, owner: &str, key: &[u8]) -> Result<(), StoreError> {
-            self.inner.delete_hint(owner, key)
-        }
-        fn scan_hints(
-            &self,
-            owner: &str,
-            after: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<Vec<(Vec<u8>, Object)>, StoreError> {
-            self.inner.scan_hints(owner, after, limit)
-        }
-        fn count_hints(&self) -> Result<u64, StoreError> {
-            self.inner.count_hints()
-        }
-    }
-
     #[tokio::test]
     async fn concurrent_waiters_share_syncs() {
-        let store = Arc::new(Counting::default());
+        let store = Arc::new(MemStore::volatile());
+        // Slow enough that waiters pile up behind a sync in progress.
+        store.set_sync_delay(Duration::from_millis(5));
         let commit = GroupCommit::start(store.clone()).unwrap();
         let waiters = 200;
         let all = futures::future::join_all((0..waiters).map(|_| commit.durable())).await;
         assert!(all.iter().all(Result::is_ok));
-        let syncs = store.syncs.load(Ordering::SeqCst);
+        let syncs = store.syncs();
         assert!(syncs >= 1, "every waiter was released by a sync");
         assert!(syncs < waiters / 4, "{syncs} syncs for {waiters} concurrent waiters");
     }
 
     #[tokio::test]
     async fn a_failed_sync_fails_its_waiters() {
-        let store = Arc::new(Counting::default());
-        store.fail.store(true, Ordering::SeqCst);
+        let store = Arc::new(MemStore::volatile());
+        store.fail_syncs(true);
         let commit = GroupCommit::start(store.clone()).unwrap();
         assert!(commit.durable().await.is_err());
-        store.fail.store(false, Ordering::SeqCst);
+        store.fail_syncs(false);
         assert!(commit.durable().await.is_ok());
     }
 }
