@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # A node joins under load: the p99.9 of a client load at half the cluster's
-# maximum throughput while a fourth node pulls its share of 10,000 keys,
-# against the same load before the join, and how long the rebalance takes.
+# maximum throughput while a fourth node pulls its share of the data,
+# against the same load before the join; how long the pull takes and at
+# what rate, and how long until the old owners have handed over and
+# dropped what they no longer replicate.
 #
-# Usage: scripts/bench-join.sh [--no-build] [--duration S]
+# Usage: scripts/bench-join.sh [--no-build] [--duration S] [--keys N] [--value-size B]
+# (1 GiB: --keys 262144 --value-size 4096 --duration 60)
 NAME=bench-join
 PORT=20
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
@@ -12,9 +15,19 @@ stable_with_4() {
     curl -sf 127.0.0.1:18201/status |
         jq -e '.target_ring_version == null and ([.members[] | select(.partitions_owned > 0)] | length == 4)' >/dev/null
 }
+handed_over() { # no node holds a partition it no longer replicates
+    local k
+    for k in 1 2 3 4; do
+        curl -sf "127.0.0.1:1820$k/status" |
+            jq -e '.rebalance.partitions_to_hand_over == 0 and (.transfers | length == 0)' >/dev/null || return 1
+    done
+}
+
 for k in 1 2 3; do start $k; done
 for k in 1 2 3; do wait_until "node$k ready" 60 members_up $k 3; done
-bench --op get --preload --duration-s 1 --warmup-s 0 > /dev/null
+T_LOAD=$SECONDS
+bench --op get --preload --preload-timeout-s 1800 --duration-s 1 --warmup-s 0 > /dev/null
+echo "preloaded $KEYS keys of $VALUE_SIZE B in $((SECONDS - T_LOAD)) s" >&2
 MAX=$(bench --op mixed --duration-s 10 | jq .throughput_ops_s)
 RATE=$(printf '%.0f' "$(echo "$MAX / 2" | bc -l)")
 echo "max mixed throughput: $MAX ops/s; load at half: $RATE ops/s" >&2
@@ -26,16 +39,23 @@ LOAD=$!
 sleep 2
 T0=$SECONDS
 start 4
-wait_until "the ring to include node4" 300 stable_with_4
+wait_until "the ring to include node4" 900 stable_with_4
 REBALANCE=$((SECONDS - T0))
+wait_until "the old owners to hand over" 900 handed_over
+HANDOVER=$((SECONDS - T0))
 wait $LOAD
 JOIN=$(cat "$TMP/join.json")
 echo "during the join: $JOIN" >&2
+# What node4 pulled, from its transfer log lines.
+PULLED=$(grep -o 'done, [0-9]* keys, [0-9]* bytes' "$TMP/node4.log" | awk '{b += $4} END {print b + 0}')
 p_base=$(echo "$BASE" | jq .p999_ms)
 p_join=$(echo "$JOIN" | jq .p999_ms)
 echo
-echo "a fourth node joins under a ${RATE} ops/s mixed load ($KEYS keys of 1 KiB)"
+echo "a fourth node joins under a ${RATE} ops/s mixed load ($KEYS keys of $VALUE_SIZE B)"
+echo "  pulled by node4:        $PULLED bytes"
 echo "  rebalance time:         ${REBALANCE} s (start of node4 to a stable ring with 4 owners)"
+echo "  pull rate:              $(echo "$PULLED / $REBALANCE / 1000000" | bc -l | cut -c1-5) MB/s over that time"
+echo "  handover time:          ${HANDOVER} s (start of node4 to no node holding what it no longer replicates)"
 echo "  p99.9 before the join:  ${p_base} ms"
 echo "  p99.9 during the join:  ${p_join} ms  (ratio $(echo "$p_join / $p_base" | bc -l | cut -c1-4))"
 echo "  errors during the join: $(echo "$JOIN" | jq .errors)"

@@ -1,20 +1,24 @@
 # Shared by the cluster benchmarks (bench-ae.sh, bench-join.sh); sourced,
 # not run. Before sourcing set NAME (the temp dir's name) and PORT (a
 # two-digit prefix: node K gets HTTP on 18<PORT>K and peers on 19<PORT>K).
-# Parses [--no-build] [--duration S], builds, and provides: start K,
-# members_up K COUNT, wait_until DESC TIMEOUT CMD..., bench ARGS..., and
-# the variables BIN, BENCH, TMP, DURATION, KEYS, EP.
+# Parses [--no-build] [--duration S] [--keys N] [--value-size B], builds,
+# and provides: start K, members_up K COUNT, wait_until DESC TIMEOUT CMD...,
+# bench ARGS..., and the variables BIN, BENCH, TMP, DURATION, KEYS,
+# VALUE_SIZE, EP.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BUILD=true
 DURATION=30
 KEYS=10000
+VALUE_SIZE=1024
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) BUILD=false ;;
         --duration) DURATION="${2:?}"; shift ;;
-        *) echo "usage: $0 [--no-build] [--duration S]" >&2; exit 2 ;;
+        --keys) KEYS="${2:?}"; shift ;;
+        --value-size) VALUE_SIZE="${2:?}"; shift ;;
+        *) echo "usage: $0 [--no-build] [--duration S] [--keys N] [--value-size B]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -28,7 +32,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     sleep 1
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
+    [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
 }
 trap cleanup EXIT
 
@@ -50,4 +54,7 @@ wait_until() { # DESC TIMEOUT CMD...
         sleep 0.2
     done
 }
-bench() { "$BENCH" --target dynamo --endpoints "$EP" --keys "$KEYS" --clients 64 --json "$@" 2>/dev/null | tail -1; }
+bench() {
+    "$BENCH" --target dynamo --endpoints "$EP" --keys "$KEYS" --value-size "$VALUE_SIZE" --clients 64 --json "$@" 2>/dev/null |
+        tail -1
+}

@@ -77,9 +77,10 @@ pub struct Config {
     /// HTTP worker threads (default: one per two cores, at least one — the
     /// peer server and storage threads need the rest).
     pub http_workers: usize,
-    /// Keys per second a partition transfer (join, leave, remove) moves at
-    /// most, so a rebalance leaves room for client requests.
-    pub transfer_keys_per_sec: u64,
+    /// Bytes (keys and objects) per second a partition transfer (join,
+    /// leave, remove) moves at most, so a rebalance leaves room for client
+    /// requests (Cassandra's stream throughput limit).
+    pub transfer_bytes_per_sec: u64,
     /// Hints per second hinted handoff delivers at most (Cassandra's hint
     /// throttle), so an owner coming back does not crowd out clients.
     pub handoff_hints_per_sec: u64,
@@ -109,7 +110,7 @@ impl Default for Config {
             cluster_secret: None,
             client_token: None,
             http_workers: default_http_workers(),
-            transfer_keys_per_sec: 5_000,
+            transfer_bytes_per_sec: 64 * 1024 * 1024,
             handoff_hints_per_sec: 5_000,
         }
     }
@@ -168,8 +169,8 @@ pub struct Overrides {
     pub client_token: Option<String>,
     /// See [`Config::http_workers`].
     pub http_workers: Option<usize>,
-    /// See [`Config::transfer_keys_per_sec`].
-    pub transfer_keys_per_sec: Option<u64>,
+    /// See [`Config::transfer_bytes_per_sec`].
+    pub transfer_bytes_per_sec: Option<u64>,
     /// See [`Config::handoff_hints_per_sec`].
     pub handoff_hints_per_sec: Option<u64>,
 }
@@ -213,7 +214,7 @@ impl Config {
             anti_entropy_interval_ms,
             sync_writes,
             http_workers,
-            transfer_keys_per_sec,
+            transfer_bytes_per_sec,
             handoff_hints_per_sec
         );
         if o.data_dir.is_some() {
@@ -265,8 +266,8 @@ impl Config {
         if self.weight == 0 || self.weight > 1000 {
             return bad(format!("weight = {} must be between 1 and 1000", self.weight));
         }
-        if self.transfer_keys_per_sec == 0 {
-            return bad("transfer_keys_per_sec must be positive".into());
+        if self.transfer_bytes_per_sec == 0 {
+            return bad("transfer_bytes_per_sec must be positive".into());
         }
         if self.handoff_hints_per_sec == 0 {
             return bad("handoff_hints_per_sec must be positive".into());

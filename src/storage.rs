@@ -65,6 +65,27 @@ pub trait Store: Send + Sync + 'static {
     fn sync_wal(&self) -> Result<(), StoreError>;
     /// Size figures for `/status`.
     fn stats(&self) -> StoreStats;
+    /// Store many objects in one write that skips the write-ahead log: a
+    /// crash of the process may lose it until [`Store::flush`] returns. Only
+    /// for data that can be fetched again (a partition being pulled), never
+    /// for a write someone is told is stored.
+    fn put_unlogged(&self, items: &[(Vec<u8>, Vec<u8>, TombstoneMark)]) -> Result<(), StoreError> {
+        for (key, encoded, mark) in items {
+            self.put(key, encoded, *mark)?;
+        }
+        Ok(())
+    }
+    /// Remove many keys (handed over to their owners) in one write.
+    fn delete_many(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        for key in keys {
+            self.delete(key)?;
+        }
+        Ok(())
+    }
+    /// Make every write so far durable, unlogged ones included.
+    fn flush(&self) -> Result<(), StoreError> {
+        self.sync_wal()
+    }
 
     /// The hinted object this node keeps for `owner` (sloppy quorum).
     fn get_hint(&self, owner: &str, key: &[u8]) -> Result<Option<Object>, StoreError>;

@@ -146,7 +146,7 @@ pub enum PeerRequest {
         limit: u32,
     },
     /// Partition transfer: the next chunk of `partition`'s data after key
-    /// `after` (ring order), at most `limit` keys.
+    /// `after` (ring order), at most `limit` keys and about `max_bytes`.
     PullPartition {
         /// The partition.
         partition: u32,
@@ -156,6 +156,15 @@ pub enum PeerRequest {
         after: Option<(u128, Vec<u8>)>,
         /// At most this many keys (capped at [`MAX_AE_ITEMS`]).
         limit: u32,
+        /// About this many bytes of keys and objects (capped at
+        /// [`MAX_CHUNK_BYTES`]); a chunk always holds at least one key.
+        max_bytes: u32,
+    },
+    /// Partition handover: the Merkle digest of what the receiver stores
+    /// for each key, so the sender only sends what the owner lacks.
+    KeyDigests {
+        /// The keys, at most [`MAX_AE_ITEMS`].
+        keys: Vec<Vec<u8>>,
     },
     /// Tombstone purge: does the receiver keep a hint for `key`?
     HasHint {
@@ -181,6 +190,11 @@ pub enum PeerRequest {
 /// Most indices, leaves or keys one anti-entropy request may name or return.
 pub const MAX_AE_ITEMS: usize = 4096;
 
+/// Most bytes of data a `PullPartition` chunk asks for. Far below
+/// [`MAX_FRAME_BYTES`], which must still fit one key at the largest value
+/// size a node accepts.
+pub const MAX_CHUNK_BYTES: u32 = 8 * 1024 * 1024;
+
 impl PeerRequest {
     /// A short name of the request's kind (for logs and fault injection).
     pub fn kind(&self) -> &'static str {
@@ -195,6 +209,7 @@ impl PeerRequest {
             PeerRequest::AeTree { .. } => "ae-tree",
             PeerRequest::AeKeys { .. } => "ae-keys",
             PeerRequest::PullPartition { .. } => "pull-partition",
+            PeerRequest::KeyDigests { .. } => "key-digests",
             PeerRequest::HasHint { .. } => "has-hint",
             PeerRequest::Purge { .. } => "purge",
         }
@@ -226,6 +241,8 @@ pub enum PeerResponse {
         /// No more keys after these.
         done: bool,
     },
+    /// `KeyDigests` answer, in the order asked (`None`: nothing stored).
+    KeyDigests(Vec<Option<u64>>),
     /// `HasHint` answer.
     HasHint(bool),
     /// `Purge` answer: whether the key was deleted.

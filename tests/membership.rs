@@ -211,7 +211,7 @@ fn membership_commands_refuse_what_makes_no_sense() {
 #[test]
 fn a_joining_node_that_crashes_mid_transfer_resumes_and_loses_nothing() {
     // Slow transfers, so the crash lands in the middle of one.
-    let mut c = Cluster::start(3, Opts::args(&["--transfer-keys-per-sec", "400"]));
+    let mut c = Cluster::start(3, Opts::args(&["--transfer-bytes-per-sec", "16000"]));
     let keys = load(&c, 3);
     let joiner = c.add_node(&[]);
     poll("a transfer in flight on node4", Duration::from_secs(30), || {

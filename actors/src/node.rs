@@ -16,7 +16,7 @@ use dynamo_core::context::ContextCodec;
 use dynamo_core::membership::{ClusterState, Member, MemberState};
 use dynamo_core::merkle::DigestTable;
 use dynamo_core::storage::{Store, StoreError};
-use dynamo_core::wire::{PeerRequest, PeerResponse, MAX_AE_ITEMS};
+use dynamo_core::wire::{PeerRequest, PeerResponse, MAX_AE_ITEMS, MAX_CHUNK_BYTES};
 use dynamo_core::{Actor as ClockActor, Config, NodeId};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
@@ -299,7 +299,7 @@ impl Node {
             transport.clone(),
             gossiper.clone(),
             transfers.clone(),
-            config.transfer_keys_per_sec,
+            config.transfer_bytes_per_sec,
         )
         .start();
 
@@ -583,14 +583,25 @@ impl PeerHandler for Dispatcher {
                     q,
                     after,
                     limit,
+                    max_bytes,
                 } => {
                     if partition >= q || q == 0 {
                         return failed(&"no such partition");
                     }
                     let (from, to) = dynamo_core::merkle::partition_range(partition, q);
                     let limit = (limit as usize).clamp(1, MAX_AE_ITEMS);
-                    match replica.scan_range(from, to, after, limit).await {
+                    let max_bytes = max_bytes.min(MAX_CHUNK_BYTES) as usize;
+                    match replica.scan_range(from, to, after, limit, max_bytes).await {
                         Ok((items, done)) => PeerResponse::Chunk { items, done },
+                        Err(e) => failed(&e),
+                    }
+                }
+                PeerRequest::KeyDigests { keys } => {
+                    if keys.len() > MAX_AE_ITEMS {
+                        return failed(&"key digest request too large");
+                    }
+                    match replica.key_digests(keys).await {
+                        Ok(digests) => PeerResponse::KeyDigests(digests),
                         Err(e) => failed(&e),
                     }
                 }

@@ -325,6 +325,68 @@ impl Handler<LocalMergeMany> for ReplicaShard {
     }
 }
 
+/// Merge a pulled chunk (partition transfer), all of this shard's keys, in
+/// one unlogged write: the data can be pulled again, and
+/// [`Replica::flush`] makes it durable before the node says it has it.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct LocalMergePulled {
+    /// (key, object) pairs.
+    pub items: Vec<(Vec<u8>, Object)>,
+}
+
+impl Handler<LocalMergePulled> for ReplicaShard {
+    type Result = Result<(), StoreError>;
+    fn handle(&mut self, msg: LocalMergePulled, _: &mut Self::Context) -> Self::Result {
+        // Merged objects by key, so a key sent twice merges with itself.
+        type Stored = Option<(bool, Vec<u8>)>;
+        let mut pending: std::collections::HashMap<&[u8], (Object, Stored)> = Default::default();
+        for (key, object) in &msg.items {
+            let (current, old) = match pending.remove(key.as_slice()) {
+                Some(entry) => entry,
+                None => match self.read(key)? {
+                    Some((o, bytes)) => {
+                        let deleted = o.is_deleted();
+                        (o, Some((deleted, bytes)))
+                    }
+                    None => (Object::default(), None),
+                },
+            };
+            pending.insert(key, (current.sync(object), old));
+        }
+        let mut writes = Vec::with_capacity(pending.len());
+        let mut digests = Vec::with_capacity(pending.len());
+        for (key, (merged, old)) in pending {
+            let encoded = encode_object(&merged);
+            if old.as_ref().is_some_and(|(_, bytes)| *bytes == encoded) {
+                continue;
+            }
+            let was_deleted = old.as_ref().is_some_and(|(deleted, _)| *deleted);
+            let old = old.map(|(_, bytes)| bytes);
+            let mark = TombstoneMark::between(was_deleted, merged.is_deleted());
+            digests.push((key, old));
+            writes.push((key.to_vec(), encoded, mark));
+        }
+        self.store.put_unlogged(&writes)?;
+        for ((key, old), (_, encoded, _)) in digests.into_iter().zip(&writes) {
+            self.digests.apply(key, old.as_deref(), Some(encoded));
+        }
+        Ok(())
+    }
+}
+
+/// Make every write so far durable, unlogged ones included.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Flush;
+
+impl Handler<Flush> for ReplicaShard {
+    type Result = Result<(), StoreError>;
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        self.store.flush()
+    }
+}
+
 /// `owner` acknowledged a batch of hints, all of this shard's keys: drop
 /// each that the delivery covers. Answers how many were dropped.
 #[derive(Message)]
@@ -397,6 +459,9 @@ pub struct ScanRange {
     pub after: Option<(u128, Vec<u8>)>,
     /// At most this many keys.
     pub limit: usize,
+    /// Stop once the chunk's encoded objects reach this many bytes (one
+    /// key always goes, however large).
+    pub max_bytes: usize,
 }
 
 impl Handler<ScanRange> for ReplicaShard {
@@ -404,6 +469,7 @@ impl Handler<ScanRange> for ReplicaShard {
     fn handle(&mut self, msg: ScanRange, _: &mut Self::Context) -> Self::Result {
         let from = msg.after.as_ref().map_or(msg.from, |(pos, _)| *pos);
         let mut items = Vec::new();
+        let mut bytes = 0;
         let mut more = false;
         let mut failure = None;
         self.store.scan(from, msg.to, &mut |key, encoded| {
@@ -413,10 +479,11 @@ impl Handler<ScanRange> for ReplicaShard {
                     return true;
                 }
             }
-            if items.len() >= msg.limit {
+            if items.len() >= msg.limit || (bytes >= msg.max_bytes && !items.is_empty()) {
                 more = true;
                 return false;
             }
+            bytes += key.len() + encoded.len();
             match decode_object(encoded) {
                 Ok(object) => items.push((key.to_vec(), object)),
                 Err(e) => {
@@ -433,29 +500,55 @@ impl Handler<ScanRange> for ReplicaShard {
     }
 }
 
-/// Delete `key` if its stored object is still exactly `expected` (after
-/// handing it to the partition's owners).
+/// Delete each key whose stored object is still exactly the one given
+/// (after handing it to the partition's owners), all of this shard's keys.
+/// Answers how many were deleted.
 #[derive(Message)]
-#[rtype(result = "Result<bool, StoreError>")]
+#[rtype(result = "Result<usize, StoreError>")]
 pub struct DropIfUnchanged {
-    /// The key.
-    pub key: Vec<u8>,
-    /// What must still be stored.
-    pub expected: Object,
+    /// (key, what must still be stored) pairs.
+    pub items: Vec<(Vec<u8>, Object)>,
 }
 
 impl Handler<DropIfUnchanged> for ReplicaShard {
-    type Result = Result<bool, StoreError>;
+    type Result = Result<usize, StoreError>;
     fn handle(&mut self, msg: DropIfUnchanged, _: &mut Self::Context) -> Self::Result {
-        let Some((current, old)) = self.read(&msg.key)? else {
-            return Ok(false);
-        };
-        if current != msg.expected {
-            return Ok(false);
+        let mut gone = Vec::new();
+        for (key, expected) in msg.items {
+            let Some((current, old)) = self.read(&key)? else {
+                continue;
+            };
+            // A key written since it was handed over keeps its newer
+            // version here until the next round hands that over too.
+            if current == expected {
+                gone.push((key, old));
+            }
         }
-        self.store.delete(&msg.key)?;
-        self.digests.apply(&msg.key, Some(&old), None);
-        Ok(true)
+        let keys: Vec<Vec<u8>> = gone.iter().map(|(k, _)| k.clone()).collect();
+        self.store.delete_many(&keys)?;
+        for (key, old) in &gone {
+            self.digests.apply(key, Some(old), None);
+        }
+        Ok(gone.len())
+    }
+}
+
+/// The Merkle digest ([`key_digest`]) of what is stored for each key, in
+/// order; `None` where nothing is.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Option<u64>>, StoreError>")]
+pub struct KeyDigests {
+    /// The keys.
+    pub keys: Vec<Vec<u8>>,
+}
+
+impl Handler<KeyDigests> for ReplicaShard {
+    type Result = Result<Vec<Option<u64>>, StoreError>;
+    fn handle(&mut self, msg: KeyDigests, _: &mut Self::Context) -> Self::Result {
+        msg.keys
+            .iter()
+            .map(|key| Ok(self.store.get(key)?.map(|encoded| key_digest(key, &encoded))))
+            .collect()
     }
 }
 
@@ -521,6 +614,11 @@ type Keyed<T> = (Vec<u8>, T);
 #[derive(Clone)]
 pub struct Replica {
     shards: Arc<Vec<Addr<ReplicaShard>>>,
+    /// A thread for range scans and other background reads (anti-entropy,
+    /// transfers, handoff), so a long scan never holds up the client
+    /// requests queued on a shard. Reads need no shard: each sees a
+    /// consistent view of the store by itself.
+    scanner: Addr<ReplicaShard>,
     store: Arc<dyn Store>,
     stats: Arc<NodeStats>,
     digests: Arc<DigestTable>,
@@ -541,19 +639,19 @@ impl Replica {
     ) -> Result<Replica, StoreError> {
         let commit = sync_writes.then(|| GroupCommit::start(store.clone())).transpose()?;
         let floor = Arc::new(DotFloor::load(store.as_ref())?);
-        let addrs = (0..shards.max(1))
-            .map(|_| {
-                let (store, stats, digests, floor) = (store.clone(), stats.clone(), digests.clone(), floor.clone());
-                SyncArbiter::start(1, move || ReplicaShard {
-                    store: store.clone(),
-                    stats: stats.clone(),
-                    digests: digests.clone(),
-                    floor: floor.clone(),
-                })
+        let thread = || {
+            let (store, stats, digests, floor) = (store.clone(), stats.clone(), digests.clone(), floor.clone());
+            SyncArbiter::start(1, move || ReplicaShard {
+                store: store.clone(),
+                stats: stats.clone(),
+                digests: digests.clone(),
+                floor: floor.clone(),
             })
-            .collect();
+        };
+        let addrs = (0..shards.max(1)).map(|_| thread()).collect();
         Ok(Replica {
             shards: Arc::new(addrs),
+            scanner: thread(),
             store,
             stats,
             digests,
@@ -639,6 +737,25 @@ impl Replica {
         Ok(())
     }
 
+    /// Merge a pulled chunk of a partition, a message per shard, without
+    /// the write-ahead log: lost in a crash until [`Replica::flush`].
+    pub async fn merge_pulled(&self, items: Vec<(Vec<u8>, Object)>) -> Result<(), ReplicaError> {
+        let sends = self
+            .by_shard(items)
+            .into_iter()
+            .map(|(shard, items)| self.shards[shard].send(LocalMergePulled { items }));
+        for result in futures::future::join_all(sends).await {
+            result??;
+        }
+        Ok(())
+    }
+
+    /// Make every write so far durable, pulled chunks included (a memtable
+    /// flush: seconds at most, so it runs on the background thread).
+    pub async fn flush(&self) -> Result<(), ReplicaError> {
+        Ok(self.scanner.send(Flush).await??)
+    }
+
     /// Record that `owner` acknowledged a batch of hints; returns how many
     /// were dropped.
     pub async fn hints_delivered(&self, owner: NodeId, items: Vec<(Vec<u8>, Object)>) -> Result<usize, ReplicaError> {
@@ -678,7 +795,7 @@ impl Replica {
         after: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Object)>, ReplicaError> {
-        Ok(self.shards[0].send(ScanHints { owner, after, limit }).await??)
+        Ok(self.scanner.send(ScanHints { owner, after, limit }).await??)
     }
 
     /// Hints held, as counted.
@@ -697,8 +814,7 @@ impl Replica {
         Ok(self.shards[0].send(PutMeta { name, bytes }).await??)
     }
 
-    /// The (key, digest) pairs in some leaves of a partition (scans run on
-    /// a shard thread chosen by partition, so they never block an executor).
+    /// The (key, digest) pairs in some leaves of a partition.
     pub async fn leaf_keys(
         &self,
         partition: u32,
@@ -706,8 +822,8 @@ impl Replica {
         q: u32,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, u64)>, ReplicaError> {
-        let shard = &self.shards[partition as usize % self.shards.len()];
-        Ok(shard
+        Ok(self
+            .scanner
             .send(LeafKeys {
                 partition,
                 leaves,
@@ -717,26 +833,53 @@ impl Replica {
             .await??)
     }
 
-    /// A chunk of the data in ring range `from..=to` after `after`, and
-    /// whether the range is exhausted. Scans run on the first shard.
+    /// A chunk of the data in ring range `from..=to` after `after` (at
+    /// most `limit` keys and about `max_bytes`), and whether the range is
+    /// exhausted.
     pub async fn scan_range(
         &self,
         from: u128,
         to: u128,
         after: Option<(u128, Vec<u8>)>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<(Vec<(Vec<u8>, Object)>, bool), ReplicaError> {
-        Ok(self.shards[0].send(ScanRange { from, to, after, limit }).await??)
+        Ok(self
+            .scanner
+            .send(ScanRange {
+                from,
+                to,
+                after,
+                limit,
+                max_bytes,
+            })
+            .await??)
     }
 
-    /// Delete `key` if it still holds exactly `expected`.
-    pub async fn drop_if_unchanged(&self, key: Vec<u8>, expected: Object) -> Result<bool, ReplicaError> {
-        Ok(self.shard(&key).send(DropIfUnchanged { key, expected }).await??)
+    /// Delete each key that still holds exactly the object given; returns
+    /// how many were deleted.
+    pub async fn drop_if_unchanged(&self, items: Vec<(Vec<u8>, Object)>) -> Result<usize, ReplicaError> {
+        let sends = self
+            .by_shard(items)
+            .into_iter()
+            .map(|(shard, items)| self.shards[shard].send(DropIfUnchanged { items }));
+        let mut dropped = 0;
+        for result in futures::future::join_all(sends).await {
+            dropped += result??;
+        }
+        Ok(dropped)
+    }
+
+    /// The Merkle digest of what is stored for each key (`None` where
+    /// nothing is). A read, so it runs beside the shards: a stale answer
+    /// only makes a handover send a key it could have skipped.
+    pub async fn key_digests(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<u64>>, ReplicaError> {
+        Ok(self.scanner.send(KeyDigests { keys }).await??)
     }
 
     /// Keys in `from..=to` whose objects are all tombstones.
     pub async fn tombstones(&self, from: u128, to: u128, limit: usize) -> Result<Vec<Vec<u8>>, ReplicaError> {
-        Ok(self.shards[0].send(Tombstones { from, to, limit }).await??)
+        Ok(self.scanner.send(Tombstones { from, to, limit }).await??)
     }
 
     /// Delete `key` if it still holds exactly the tombstone `expected`.

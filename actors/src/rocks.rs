@@ -130,6 +130,16 @@ impl DbGuard<'_> {
     }
 }
 
+/// Read options for range scans (anti-entropy, transfers, handover): they
+/// walk data no client asked for, so they leave the block cache to the
+/// point lookups that client requests make (RocksDB's own iterator
+/// read-ahead covers the long ones).
+fn scan_options() -> rocksdb::ReadOptions {
+    let mut o = rocksdb::ReadOptions::default();
+    o.fill_cache(false);
+    o
+}
+
 impl Store for RocksStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.db()?;
@@ -152,6 +162,46 @@ impl Store for RocksStore {
             _ => batch.delete_cf(tombstones, &stored),
         }
         db.db().write(batch).map_err(engine)
+    }
+
+    fn put_unlogged(&self, items: &[(Vec<u8>, Vec<u8>, TombstoneMark)]) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let cf = db.cf(CF_DATA)?;
+        let tombstones = db.cf(CF_TOMBSTONES)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for (key, encoded, mark) in items {
+            let stored = data_key(key);
+            batch.put_cf(cf, &stored, encoded);
+            match mark {
+                TombstoneMark::Set => batch.put_cf(tombstones, &stored, []),
+                TombstoneMark::Clear => batch.delete_cf(tombstones, &stored),
+                TombstoneMark::Keep => {}
+            }
+        }
+        let mut w = WriteOptions::default();
+        w.disable_wal(true);
+        db.db().write_opt(batch, &w).map_err(engine)
+    }
+
+    fn delete_many(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let (cf, tombstones) = (db.cf(CF_DATA)?, db.cf(CF_TOMBSTONES)?);
+        let mut batch = rocksdb::WriteBatch::default();
+        for key in keys {
+            let stored = data_key(key);
+            batch.delete_cf(cf, &stored);
+            batch.delete_cf(tombstones, &stored);
+        }
+        db.db().write(batch).map_err(engine)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let db = self.db()?;
+        // Memtables to table files (which RocksDB fsyncs), then the WAL for
+        // the logged writes still only there.
+        db.db().flush_cf(db.cf(CF_DATA)?).map_err(engine)?;
+        db.db().flush_cf(db.cf(CF_TOMBSTONES)?).map_err(engine)?;
+        self.sync_wal()
     }
 
     fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
@@ -190,7 +240,7 @@ impl Store for RocksStore {
         let first = data_key_prefix(from);
         let last = data_key_prefix(to);
         let mode = rocksdb::IteratorMode::From(&first, rocksdb::Direction::Forward);
-        for item in db.db().iterator_cf(cf, mode) {
+        for item in db.db().iterator_cf_opt(cf, scan_options(), mode) {
             let (stored, value) = item.map_err(engine)?;
             if stored.get(..8).is_some_and(|p| p > &last[..]) {
                 break;

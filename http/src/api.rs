@@ -439,6 +439,7 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         })
         .collect();
     use dynamo_actors::stats::NodeStats;
+    let rebalance = node.transfers.summary();
     Ok(HttpResponse::Ok().json(json!({
         "node_id": cfg.node_id,
         "version": env!("CARGO_PKG_VERSION"),
@@ -449,7 +450,13 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         "partitions": ring.partitions(),
         "ring_version": ring.version,
         "target_ring_version": view.state.target.as_ref().map(|t| t.version),
-        "transfers": node.transfers.current().map(|t| {
+        "rebalance": {
+            "partitions_to_pull": rebalance.to_pull,
+            "partitions_pulled": rebalance.pulled,
+            "eta_s": rebalance.eta_s().map(|s| s.round() as u64),
+            "partitions_to_hand_over": rebalance.to_hand_over,
+        },
+        "transfers": rebalance.running.iter().map(|t| {
             let secs = t.started.elapsed().as_secs_f64();
             json!({
                 "partition": t.partition,
@@ -459,8 +466,9 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
                 "bytes": t.bytes,
                 "elapsed_ms": (secs * 1000.0) as u64,
                 "keys_per_s": if secs > 0.0 { (t.keys as f64 / secs) as u64 } else { 0 },
+                "bytes_per_s": if secs > 0.0 { (t.bytes as f64 / secs) as u64 } else { 0 },
             })
-        }).into_iter().collect::<Vec<_>>(),
+        }).collect::<Vec<_>>(),
         "members": members,
         "storage": {"keys": storage.keys, "bytes": storage.bytes},
         "hints": {

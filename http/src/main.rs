@@ -87,9 +87,9 @@ struct ServeArgs {
     /// HTTP worker threads.
     #[arg(long, env = "DYNAMO_HTTP_WORKERS")]
     http_workers: Option<usize>,
-    /// Keys per second a partition transfer moves at most.
-    #[arg(long, env = "DYNAMO_TRANSFER_KEYS_PER_SEC")]
-    transfer_keys_per_sec: Option<u64>,
+    /// Bytes per second a partition transfer moves at most.
+    #[arg(long, env = "DYNAMO_TRANSFER_BYTES_PER_SEC")]
+    transfer_bytes_per_sec: Option<u64>,
     /// Hints per second hinted handoff delivers at most.
     #[arg(long, env = "DYNAMO_HANDOFF_HINTS_PER_SEC")]
     handoff_hints_per_sec: Option<u64>,
@@ -133,7 +133,7 @@ impl ServeArgs {
             cluster_secret: self.cluster_secret,
             client_token: self.client_token,
             http_workers: self.http_workers,
-            transfer_keys_per_sec: self.transfer_keys_per_sec,
+            transfer_bytes_per_sec: self.transfer_bytes_per_sec,
             handoff_hints_per_sec: self.handoff_hints_per_sec,
         });
         config.validate()?;

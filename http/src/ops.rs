@@ -365,6 +365,32 @@ fn schemas() -> Value {
                 "w": {"type": "integer", "minimum": 1},
                 "partitions": {"type": "integer", "minimum": 1},
                 "ring_version": uint,
+                "target_ring_version": {"type": "integer", "minimum": 0, "nullable": true},
+                "rebalance": {
+                    "type": "object",
+                    "properties": {
+                        "partitions_to_pull": uint,
+                        "partitions_pulled": uint,
+                        "eta_s": {"type": "integer", "minimum": 0, "nullable": true},
+                        "partitions_to_hand_over": uint,
+                    },
+                },
+                "transfers": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "partition": uint,
+                            "kind": {"type": "string", "enum": ["pull", "handover"]},
+                            "peer": {"type": "string"},
+                            "keys": uint,
+                            "bytes": uint,
+                            "elapsed_ms": uint,
+                            "keys_per_s": uint,
+                            "bytes_per_s": uint,
+                        },
+                    },
+                },
                 "members": {"type": "array", "items": {"$ref": "#/components/schemas/Member"}},
                 "storage": {
                     "type": "object", "required": ["keys", "bytes"],
