@@ -678,6 +678,30 @@ impl Replica {
         groups.into_iter().enumerate().filter(|(_, g)| !g.is_empty()).collect()
     }
 
+    /// Send each shard its part of `items` as one message (built by
+    /// `message`), all shards at once; the shards' answers, or the first
+    /// failure.
+    async fn on_shards<M, R>(
+        &self,
+        items: Vec<(Vec<u8>, Object)>,
+        message: impl Fn(Vec<(Vec<u8>, Object)>) -> M,
+    ) -> Result<Vec<R>, ReplicaError>
+    where
+        M: Message<Result = Result<R, StoreError>> + Send + 'static,
+        R: Send + 'static,
+        ReplicaShard: Handler<M>,
+    {
+        let sends = self
+            .by_shard(items)
+            .into_iter()
+            .map(|(shard, items)| self.shards[shard].send(message(items)));
+        let mut answers = Vec::new();
+        for result in futures::future::join_all(sends).await {
+            answers.push(result??);
+        }
+        Ok(answers)
+    }
+
     /// The local object for `key` (with the hint kept for `hint_for`).
     pub async fn get(&self, key: Vec<u8>, hint_for: Option<NodeId>) -> Result<Option<Object>, ReplicaError> {
         Ok(self.shard(&key).send(LocalGet { key, hint_for }).await??)
@@ -723,15 +747,8 @@ impl Replica {
     /// Merge many objects into the local replica, a message per shard;
     /// durable (fsynced, with `sync_writes`) when it returns.
     pub async fn merge_many(&self, items: Vec<(Vec<u8>, Object)>) -> Result<(), ReplicaError> {
-        let sends = self
-            .by_shard(items)
-            .into_iter()
-            .map(|(shard, items)| self.shards[shard].send(LocalMergeMany { items }));
-        let mut changed = false;
-        for result in futures::future::join_all(sends).await {
-            changed |= result??;
-        }
-        if changed {
+        let changed = self.on_shards(items, |items| LocalMergeMany { items }).await?;
+        if changed.contains(&true) {
             self.durable().await?;
         }
         Ok(())
@@ -740,13 +757,7 @@ impl Replica {
     /// Merge a pulled chunk of a partition, a message per shard, without
     /// the write-ahead log: lost in a crash until [`Replica::flush`].
     pub async fn merge_pulled(&self, items: Vec<(Vec<u8>, Object)>) -> Result<(), ReplicaError> {
-        let sends = self
-            .by_shard(items)
-            .into_iter()
-            .map(|(shard, items)| self.shards[shard].send(LocalMergePulled { items }));
-        for result in futures::future::join_all(sends).await {
-            result??;
-        }
+        self.on_shards(items, |items| LocalMergePulled { items }).await?;
         Ok(())
     }
 
@@ -759,17 +770,13 @@ impl Replica {
     /// Record that `owner` acknowledged a batch of hints; returns how many
     /// were dropped.
     pub async fn hints_delivered(&self, owner: NodeId, items: Vec<(Vec<u8>, Object)>) -> Result<usize, ReplicaError> {
-        let sends = self.by_shard(items).into_iter().map(|(shard, items)| {
-            self.shards[shard].send(HintsDelivered {
+        let dropped = self
+            .on_shards(items, |items| HintsDelivered {
                 owner: owner.clone(),
                 items,
             })
-        });
-        let mut dropped = 0;
-        for result in futures::future::join_all(sends).await {
-            dropped += result??;
-        }
-        Ok(dropped)
+            .await?;
+        Ok(dropped.into_iter().sum())
     }
 
     /// Wait until every write this replica made so far is durable: at once
@@ -859,15 +866,8 @@ impl Replica {
     /// Delete each key that still holds exactly the object given; returns
     /// how many were deleted.
     pub async fn drop_if_unchanged(&self, items: Vec<(Vec<u8>, Object)>) -> Result<usize, ReplicaError> {
-        let sends = self
-            .by_shard(items)
-            .into_iter()
-            .map(|(shard, items)| self.shards[shard].send(DropIfUnchanged { items }));
-        let mut dropped = 0;
-        for result in futures::future::join_all(sends).await {
-            dropped += result??;
-        }
-        Ok(dropped)
+        let dropped = self.on_shards(items, |items| DropIfUnchanged { items }).await?;
+        Ok(dropped.into_iter().sum())
     }
 
     /// The Merkle digest of what is stored for each key (`None` where
