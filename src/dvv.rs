@@ -26,7 +26,7 @@
 //! earlier dot of `a` for that key — the invariant that makes a context
 //! cover exactly what the client saw.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -115,6 +115,19 @@ impl VersionVector {
         self.0.iter().map(|(a, &c)| (a, c))
     }
 
+    /// Drop the entries of `retired` actors (clock hygiene: see
+    /// [`Object::forget`]). Returns whether any entry went.
+    pub fn forget(&mut self, retired: &BTreeSet<Actor>) -> bool {
+        let before = self.0.len();
+        self.0.retain(|actor, _| !retired.contains(actor));
+        self.0.len() != before
+    }
+
+    /// Whether any of `actors` has an entry.
+    pub fn mentions(&self, actors: &BTreeSet<Actor>) -> bool {
+        self.0.keys().any(|a| actors.contains(a))
+    }
+
     /// Number of actors with a non-zero entry.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -135,6 +148,25 @@ impl FromIterator<(Actor, u64)> for VersionVector {
             }
         }
         vv
+    }
+}
+
+/// What clock hygiene has established about retired store incarnations
+/// (see [`Object::forget`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retired {
+    /// Actors none of whose versions is left anywhere: any copy that turns
+    /// up is a stale one, dropped.
+    pub superseded: BTreeSet<Actor>,
+    /// Superseded actors every member knows about: their entries may leave
+    /// clocks.
+    pub forgotten: BTreeSet<Actor>,
+}
+
+impl Retired {
+    /// Whether hygiene has nothing to apply.
+    pub fn is_empty(&self) -> bool {
+        self.superseded.is_empty() && self.forgotten.is_empty()
     }
 }
 
@@ -285,6 +317,55 @@ impl Object {
             .cloned()
             .collect();
         Object::from_versions(survivors)
+    }
+
+    /// How many of the siblings `actors` minted.
+    pub fn minted_by(&self, actors: &BTreeSet<Actor>) -> usize {
+        self.versions.iter().filter(|v| actors.contains(&v.dot.actor)).count()
+    }
+
+    /// Whether any sibling's dot or context names one of `actors`.
+    pub fn mentions(&self, actors: &BTreeSet<Actor>) -> bool {
+        self.versions
+            .iter()
+            .any(|v| actors.contains(&v.dot.actor) || v.context.mentions(actors))
+    }
+
+    /// Clock hygiene: this object as `retired` says it may be — versions
+    /// minted by a superseded actor dropped, and forgotten actors' entries
+    /// gone from every context.
+    ///
+    /// Sound because an actor is *superseded* only once it is retired for
+    /// good (it mints nothing more) and none of its versions is left
+    /// anywhere in the cluster, every one superseded on every replica: a
+    /// version of it that still turns up (a copy delayed in flight) is one
+    /// of those, and must stay gone. It is *forgotten* once every member
+    /// drops such copies; from then on its entries in a context can only
+    /// cover versions that are gone and can never come back, so they say
+    /// nothing. Never by length, as Dynamo §4.4 truncates: that loses
+    /// writes.
+    pub fn forget(&self, retired: &Retired) -> Object {
+        let drops = |v: &Version| retired.superseded.contains(&v.dot.actor) || retired.forgotten.contains(&v.dot.actor);
+        let touched = self
+            .versions
+            .iter()
+            .any(|v| drops(v) || v.context.mentions(&retired.forgotten));
+        if !touched {
+            return self.clone();
+        }
+        let versions = self
+            .versions
+            .iter()
+            .filter(|v| !drops(v))
+            .map(|v| {
+                let mut v = v.clone();
+                v.context.forget(&retired.forgotten);
+                v
+            })
+            .collect();
+        // Forgetting entries only ever removes dominance, so the survivors
+        // are still mutually concurrent.
+        Object::from_versions(versions)
     }
 
     /// Build from versions, keeping the canonical order. Callers in this

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod context;
 pub mod dvv;
+pub mod hygiene;
 pub mod membership;
 pub mod merkle;
 pub mod pace;
@@ -26,5 +27,5 @@ pub mod storage;
 pub mod wire;
 
 pub use config::Config;
-pub use dvv::{Actor, Dot, Object, Value, Version, VersionVector};
+pub use dvv::{Actor, Dot, Object, Retired, Value, Version, VersionVector};
 pub use ring::{NodeId, Ring};

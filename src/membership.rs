@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::hygiene::{MemberHygiene, Sweep};
 use crate::ring::{NodeId, Ring};
 
 /// A member's place in the cluster, as its owner declared it. Liveness
@@ -54,6 +55,8 @@ pub struct Member {
     /// The version of the target ring whose partitions this member has
     /// pulled in full (0: none).
     pub ready_for: u64,
+    /// Its part in clock hygiene.
+    pub hygiene: MemberHygiene,
 }
 
 impl Member {
@@ -74,6 +77,11 @@ pub struct Removal {
     pub generation: u64,
     /// Store epochs removed.
     pub epochs: BTreeSet<u64>,
+    /// Removed epochs none of whose versions is left anywhere, with the
+    /// sweep that found it (see [`crate::hygiene`]).
+    pub superseded: BTreeMap<u64, u64>,
+    /// Superseded epochs every member drops: gone from clocks.
+    pub forgotten: BTreeSet<u64>,
 }
 
 impl Removal {
@@ -84,6 +92,11 @@ impl Removal {
     fn join(&mut self, other: &Removal) {
         self.generation = self.generation.max(other.generation);
         self.epochs.extend(other.epochs.iter().copied());
+        for (&epoch, &sweep) in &other.superseded {
+            let entry = self.superseded.entry(epoch).or_insert(sweep);
+            *entry = (*entry).max(sweep);
+        }
+        self.forgotten.extend(other.forgotten.iter().copied());
     }
 }
 
@@ -105,6 +118,8 @@ pub struct ClusterState {
     pub ring: Ring,
     /// The assignment being transferred to, if any.
     pub target: Option<Ring>,
+    /// The claimant's clock-hygiene sweep.
+    pub sweep: Sweep,
 }
 
 impl ClusterState {
@@ -123,6 +138,7 @@ impl ClusterState {
             removed: BTreeMap::new(),
             ring,
             target: None,
+            sweep: Sweep::default(),
         }
     }
 
@@ -154,6 +170,9 @@ impl ClusterState {
         }
         if self.target.as_ref().is_some_and(|t| t.version <= self.ring.version) {
             self.target = None;
+        }
+        if other.sweep > self.sweep {
+            self.sweep = other.sweep.clone();
         }
         *self != before
     }
@@ -308,6 +327,7 @@ mod tests {
             state: MemberState::Active,
             epoch: 7,
             ready_for: 0,
+            hygiene: MemberHygiene::default(),
         }
     }
 

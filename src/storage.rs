@@ -98,6 +98,9 @@ pub trait Store: Send + Sync + 'static {
         -> Result<Vec<(Vec<u8>, Object)>, StoreError>;
     /// Number of hints held, for every owner together (read at start-up).
     fn count_hints(&self) -> Result<u64, StoreError>;
+    /// Visit every hint, whoever it is for, with its owner, key and encoded
+    /// object, until `visit` returns false.
+    fn visit_hints(&self, visit: &mut HintVisitor<'_>) -> Result<(), StoreError>;
 }
 
 /// The key of a hint in the hints keyspace: owners sort apart, and one
@@ -106,6 +109,16 @@ pub fn hint_key(owner: &str, key: &[u8]) -> Vec<u8> {
     let mut out = hint_prefix(owner);
     out.extend_from_slice(key);
     out
+}
+
+/// A visitor of hints: (owner, key, encoded object) → whether to go on.
+pub type HintVisitor<'a> = dyn FnMut(&str, &[u8], &[u8]) -> bool + 'a;
+
+/// The owner and key a hint's key names ([`hint_key`]'s inverse).
+pub fn split_hint_key(stored: &[u8]) -> Option<(&str, &[u8])> {
+    let (&len, rest) = stored.split_first()?;
+    let owner = rest.get(..len as usize)?;
+    Some((std::str::from_utf8(owner).ok()?, &rest[len as usize..]))
 }
 
 /// The prefix every hint for `owner` starts with.
@@ -409,6 +422,18 @@ impl Store for MemStore {
 
     fn count_hints(&self) -> Result<u64, StoreError> {
         Ok(self.hints.lock().map_err(poisoned)?.len() as u64)
+    }
+
+    fn visit_hints(&self, visit: &mut HintVisitor<'_>) -> Result<(), StoreError> {
+        let hints = self.hints.lock().map_err(poisoned)?.clone();
+        for (stored, encoded) in &hints {
+            if let Some((owner, key)) = split_hint_key(stored) {
+                if !visit(owner, key, encoded) {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn stats(&self) -> StoreStats {

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use dynamo_core::{Actor, Object, Value, VersionVector};
+use dynamo_core::{Actor, Object, Retired, Value, VersionVector};
 use proptest::prelude::*;
 
 const REPLICAS: usize = 3;
@@ -32,6 +32,8 @@ enum Step {
     Sync { from: usize, to: usize },
     /// Client forgets its context (a blind write follows).
     Forget { client: usize },
+    /// A copy of some earlier object, delayed in flight, reaches a replica.
+    Late { pick: usize, to: usize },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -47,6 +49,7 @@ fn step() -> impl Strategy<Value = Step> {
         ),
         (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| Step::Sync { from, to }),
         (0..CLIENTS).prop_map(|client| Step::Forget { client }),
+        (0usize..1000, 0..REPLICAS).prop_map(|(pick, to)| Step::Late { pick, to }),
     ]
 }
 
@@ -73,6 +76,8 @@ struct Run {
     objects: Vec<Object>,
     /// The coordinators' counter floor.
     floor: u64,
+    /// What clock hygiene applies to every object a replica stores.
+    retired: Retired,
 }
 
 impl Run {
@@ -84,7 +89,18 @@ impl Run {
             next_id: 1,
             objects: Vec::new(),
             floor: 0,
+            retired: Retired::default(),
         }
+    }
+
+    fn actor(coordinator: usize) -> Actor {
+        Actor::new(format!("r{coordinator}"), 7)
+    }
+
+    /// Store `object` at replica `i`, as a replica does: merged with
+    /// what is there, then tidied by clock hygiene.
+    fn store(&mut self, i: usize, object: &Object) {
+        self.replicas[i] = self.replicas[i].sync(object).forget(&self.retired);
     }
 
     fn closure(&self, ids: &BTreeSet<u64>) -> BTreeSet<u64> {
@@ -129,23 +145,38 @@ impl Run {
                 } else {
                     Value::bytes(vec![1], tag)
                 };
-                let actor = Actor::new(format!("r{coordinator}"), 7);
-                let (object, _) = self.replicas[coordinator].update(&context, &actor, value, self.floor);
+                // A retired coordinator mints nothing more.
+                let retired = Self::actor(coordinator);
+                let coordinator =
+                    if self.retired.superseded.contains(&retired) || self.retired.forgotten.contains(&retired) {
+                        (coordinator + 1) % REPLICAS
+                    } else {
+                        coordinator
+                    };
+                let (object, _) =
+                    self.replicas[coordinator].update(&context, &Self::actor(coordinator), value, self.floor);
+                let object = object.forget(&self.retired);
                 // Node-wide counters may jump ahead (other keys' writes).
                 self.floor += id % 3;
                 self.replicas[coordinator] = object.clone();
                 for i in 0..REPLICAS {
                     if fanout & (1 << i) != 0 {
-                        self.replicas[i] = self.replicas[i].sync(&object);
+                        self.store(i, &object);
                     }
                 }
                 self.objects.push(object);
             }
             Step::Sync { from, to } => {
-                self.replicas[to] = self.replicas[to].sync(&self.replicas[from]);
+                let from = self.replicas[from].clone();
+                self.store(to, &from);
                 self.objects.push(self.replicas[to].clone());
             }
             Step::Forget { client } => self.clients[client] = (VersionVector::new(), BTreeSet::new()),
+            Step::Late { pick, to } => {
+                if let Some(old) = self.objects.get(pick % self.objects.len().max(1)).cloned() {
+                    self.store(to, &old);
+                }
+            }
         }
     }
 }
@@ -167,6 +198,50 @@ proptest! {
         let expected: BTreeSet<u64> = run.seen_by.keys().copied().filter(|id| !superseded.contains(id)).collect();
         // Binary tags are lossy through from_utf8_lossy only for ids >= 128;
         // histories are shorter than that.
+        prop_assert_eq!(id_of(&all), expected);
+    }
+
+    /// Clock hygiene: once no replica holds a version a retired
+    /// coordinator minted, dropping its late copies and then its entries
+    /// loses no write and revives none, however stale the copies still in
+    /// flight and however old the clients' contexts.
+    #[test]
+    fn forgetting_a_superseded_actor_loses_and_revives_nothing(
+        before in proptest::collection::vec(step(), 1..40),
+        after in proptest::collection::vec(step(), 0..40),
+        switch in 0usize..40,
+    ) {
+        let mut run = Run::new();
+        for s in &before {
+            run.apply(s);
+        }
+        // Supersede everything: read every replica, write through r0 to all.
+        run.apply(&Step::Read { client: 0, mask: 7 });
+        run.apply(&Step::Write { client: 0, coordinator: 0, fanout: 7, delete: false });
+        let gone: BTreeSet<Actor> = [Run::actor(2)].into();
+        for r in &run.replicas {
+            prop_assert_eq!(r.minted_by(&gone), 0);
+        }
+        run.retired.superseded = gone.clone();
+        for (i, s) in after.iter().enumerate() {
+            if i == switch {
+                run.retired.forgotten = gone.clone();
+            }
+            run.apply(s);
+        }
+        run.retired.forgotten = gone.clone();
+        // Converge, with every replica tidied (the rewrite pass).
+        let all = run
+            .replicas
+            .iter()
+            .fold(Object::empty(), |acc, o| acc.sync(o))
+            .forget(&run.retired);
+        for r in &run.replicas {
+            prop_assert_eq!(&r.sync(&all).forget(&run.retired), &all);
+        }
+        prop_assert!(!all.mentions(&gone), "the retired actor left every clock");
+        let superseded: BTreeSet<u64> = run.seen_by.values().flatten().copied().collect();
+        let expected: BTreeSet<u64> = run.seen_by.keys().copied().filter(|id| !superseded.contains(id)).collect();
         prop_assert_eq!(id_of(&all), expected);
     }
 

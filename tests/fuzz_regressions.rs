@@ -88,6 +88,7 @@ fn member(id: &str) -> Member {
         state: MemberState::Active,
         epoch: 1,
         ready_for: 0,
+        hygiene: Default::default(),
     }
 }
 
@@ -242,6 +243,7 @@ fn write_fuzz_seed_corpus() {
         state: MemberState::Active,
         epoch: 7,
         ready_for: 0,
+        hygiene: Default::default(),
     };
     let frames = [
         ("hello", Frame::Hello { nonce: vec![7; 32] }),

@@ -229,3 +229,103 @@ fn a_joining_node_that_crashes_mid_transfer_resumes_and_loses_nothing() {
     wait_stable(&c, &[0, 1, 2, 3], &members, Duration::from_secs(90));
     check_all(&c, &[0, 1, 2, 3], &keys);
 }
+
+/// Whether any version `node` stores for `key` has a clock entry of `actor`
+/// (a node id: any of its incarnations).
+fn clock_mentions(c: &Cluster, node: usize, key: &[u8], actor: &str) -> bool {
+    let prefix = format!("{actor}#");
+    c.admin_local(node, key)["versions"].as_array().is_some_and(|vs| {
+        vs.iter().any(|v| {
+            v["clock"]
+                .as_object()
+                .is_some_and(|clock| clock.keys().any(|a| a.starts_with(&prefix)))
+        })
+    })
+}
+
+/// `clock_hygiene` of node `i`'s `/status`.
+fn hygiene(c: &Cluster, i: usize) -> Value {
+    c.status(i)["clock_hygiene"].clone()
+}
+
+#[test]
+fn a_departed_nodes_clock_entries_leave_once_no_version_of_it_is_left() {
+    let mut c = Cluster::start(4, Opts::args(&["--anti-entropy-interval-ms", "200"]));
+    // Keys first written through node4 (its dots), then written over
+    // through node1 with the context read: node4's versions are
+    // superseded, but its entries stay in the clocks of what follows.
+    let keys: Vec<Vec<u8>> = (0..200).map(|i| format!("hygiene-{i}").into_bytes()).collect();
+    for key in &keys {
+        c.put_ok(3, key, b"first", None);
+    }
+    let kept = b"hygiene-kept".to_vec();
+    c.put_ok(3, &kept, b"only node4 wrote this", None);
+    for key in &keys {
+        let ctx = c.kv(0, "GET", key).send().context();
+        c.put_ok(0, key, b"second", ctx.as_deref());
+    }
+    assert!(keys.iter().any(|k| clock_mentions(&c, 0, k, "node4")));
+
+    let r = c.http(3, "POST", "/admin/leave", &[], None);
+    assert_eq!(r.status, 202, "{r:?}");
+    let status = c
+        .wait_exit(3, Duration::from_secs(60))
+        .expect("node4 exits after its leave");
+    assert!(status.success(), "node4 exited with {status:?}");
+
+    // One version node4 minted is still the key's current one: its entry
+    // must stay, and every node says what holds the sweep up.
+    poll(
+        "the sweep counts node4's surviving version",
+        Duration::from_secs(30),
+        || {
+            let left: Vec<u64> = (0..3)
+                .map(|i| hygiene(&c, i)["versions_left"].as_u64())
+                .collect::<Option<_>>()?;
+            (left.iter().sum::<u64>() == N).then_some(())
+        },
+    );
+    let h = hygiene(&c, 0);
+    assert_eq!(h["retired_actors"], 1, "{h}");
+    assert_eq!(h["forgotten_actors"], 0, "{h}");
+    assert!(
+        h["sweeping"][0].as_str().is_some_and(|a| a.starts_with("node4#")),
+        "{h}"
+    );
+    let g = c.kv(1, "GET", &kept).send();
+    assert_eq!(
+        (g.status, g.body.as_slice()),
+        (200, &b"only node4 wrote this"[..]),
+        "{g:?}"
+    );
+
+    // Once it is written over too, node4 is forgotten and every stored
+    // clock is rewritten without it.
+    let ctx = g.context();
+    c.put_ok(1, &kept, b"node2 wrote over it", ctx.as_deref());
+    poll("node4 forgotten everywhere", Duration::from_secs(60), || {
+        (0..3).all(|i| hygiene(&c, i)["forgotten_actors"] == 1).then_some(())
+    });
+    let all: Vec<&Vec<u8>> = keys.iter().chain([&kept]).collect();
+    poll("no stored clock names node4", Duration::from_secs(30), || {
+        all.iter()
+            .all(|k| (0..3).all(|i| !clock_mentions(&c, i, k, "node4")))
+            .then_some(())
+    });
+    assert!(
+        (0..3)
+            .map(|i| hygiene(&c, i)["objects_tidied"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            > 0
+    );
+    for key in &keys {
+        let g = c.kv(2, "GET", key).send();
+        assert_eq!((g.status, g.body.as_slice()), (200, &b"second"[..]), "{g:?}");
+    }
+    let g = c.kv(0, "GET", &kept).send();
+    assert_eq!(
+        (g.status, g.body.as_slice()),
+        (200, &b"node2 wrote over it"[..]),
+        "{g:?}"
+    );
+}

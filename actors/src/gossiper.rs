@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use dynamo_core::hygiene::MemberHygiene;
 use dynamo_core::membership::{ClusterState, MemberState};
 use dynamo_core::wire::{PeerRequest, PeerResponse};
 use dynamo_core::NodeId;
@@ -22,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::failure_detector::{FailureDetector, Heartbeat};
-use crate::replica::Replica;
+use crate::replica::{Replica, RetireSets};
 use crate::transport::Transport;
 
 /// Gossip rounds a founding claimant waits for unheard seeds before it
@@ -41,6 +42,11 @@ pub struct GossipSyn(pub ClusterState);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetReady(pub u64);
+
+/// This member's new part in clock hygiene (from the hygiene actor).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetHygiene(pub MemberHygiene);
 
 /// Why a membership command was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -173,10 +179,11 @@ impl Gossiper {
                     &m.http_addr,
                     m.weight,
                     m.ready_for,
+                    &m.hygiene,
                 )
             })
             .collect();
-        postcard::to_allocvec(&(&state.ring, &state.target, &state.removed, members)).unwrap_or_default()
+        postcard::to_allocvec(&(&state.ring, &state.target, &state.removed, &state.sweep, members)).unwrap_or_default()
     }
 
     /// Merge a view and react to what changed.
@@ -227,7 +234,17 @@ impl Gossiper {
                 return false;
             }
         }
-        self.state.claim(&self.me, self.n)
+        let claimed = self.state.claim(&self.me, self.n);
+        let before = self.state.retired();
+        let swept = self.state.sweep_step(&self.me);
+        let after = self.state.retired();
+        for actor in after.superseded.difference(&before.superseded) {
+            log::info!("clock hygiene: no version of {actor} is left on any member; late copies are dropped");
+        }
+        for actor in after.forgotten.difference(&before.forgotten) {
+            log::info!("clock hygiene: every member drops {actor}'s versions; its entries leave the clocks");
+        }
+        claimed || swept
     }
 
     /// Change this node's own entry (and bump its version so it spreads).
@@ -254,6 +271,9 @@ impl Gossiper {
             self.state.members.len(),
             self.state.ring.version
         );
+        // The replica applies clock hygiene's sets from now on, before any
+        // other actor sees (and claims anything about) this view.
+        self.replica.retire().install(RetireSets::of(&self.state));
         self.cell.set(self.state.clone());
         if let Ok(bytes) = postcard::to_allocvec(&self.state) {
             let replica = self.replica.clone();
@@ -348,6 +368,15 @@ impl Handler<SetReady> for Gossiper {
         if self.state.member(&self.me).is_some_and(|m| m.ready_for < msg.0) {
             log::info!("all partitions of ring version {} pulled; ready", msg.0);
             self.update_me(|me| me.ready_for = msg.0);
+        }
+    }
+}
+
+impl Handler<SetHygiene> for Gossiper {
+    type Result = ();
+    fn handle(&mut self, msg: SetHygiene, _: &mut Self::Context) {
+        if self.state.member(&self.me).is_some_and(|m| m.hygiene != msg.0) {
+            self.update_me(|me| me.hygiene = msg.0);
         }
     }
 }

@@ -6,7 +6,8 @@
 //! the [`failure_detector`] that judges which peers are alive, and
 //! [`handoff`], which hands hints back to owners that return, and
 //! [`anti_entropy`], which compares Merkle trees between replicas, and
-//! [`transfer`], which moves partitions when membership changes;
+//! [`transfer`], which moves partitions when membership changes, and
+//! [`hygiene`], which drops retired nodes' entries from clocks;
 //! [`group_commit`] shares one fsync among many writes.
 //! The [`transport`] carries typed messages between nodes and can be faulted
 //! in tests; [`node`] wires one process together.
@@ -19,6 +20,7 @@ pub mod failure_detector;
 pub mod gossiper;
 pub mod group_commit;
 pub mod handoff;
+pub mod hygiene;
 pub mod node;
 pub mod replica;
 pub mod rocks;

@@ -30,7 +30,8 @@ use crate::coordinator::{Coordinate, Coordinator, CoordinatorParts, Quorums};
 use crate::failure_detector::{FailureDetector, LivenessCell};
 use crate::gossiper::{ClusterCell, GossipSyn, Gossiper, CLUSTER_META};
 use crate::handoff::{Delivering, Handoff};
-use crate::replica::Replica;
+use crate::hygiene::Hygiene;
+use crate::replica::{Replica, RetireSets};
 use crate::rocks::RocksStore;
 use crate::stats::NodeStats;
 use crate::transfer::{Transfer, TransferProgress};
@@ -209,6 +210,7 @@ impl Node {
             config.sync_writes,
         )
         .map_err(store_err)?;
+        replica.retire().install(RetireSets::of(&cluster));
         let quorums = Quorums {
             n: config.n,
             r: config.r,
@@ -284,6 +286,16 @@ impl Node {
             transport.clone(),
             stats.clone(),
             delivering,
+        )
+        .start();
+
+        Hygiene::new(
+            config.node_id.clone(),
+            Duration::from_millis(config.anti_entropy_interval_ms),
+            cell.clone(),
+            replica.clone(),
+            gossiper.clone(),
+            stats.clone(),
         )
         .start();
 
@@ -462,6 +474,7 @@ fn load_cluster(store: &dyn Store, config: &Config, identity: &Identity, dir: &s
         state: MemberState::Active,
         epoch: identity.epoch,
         ready_for: 0,
+        hygiene: Default::default(),
     };
     let stored = store.get_meta(CLUSTER_META).map_err(|source| NodeError::Store {
         dir: dir.to_string(),
@@ -502,6 +515,9 @@ fn load_cluster(store: &dyn Store, config: &Config, identity: &Identity, dir: &s
             entry.http_addr = me.http_addr;
             entry.weight = me.weight;
             entry.epoch = me.epoch;
+            // What this node claimed for clock hygiene it must claim anew:
+            // its filter starts empty and its marks were for the last run.
+            entry.hygiene = Default::default();
             cluster.members.insert(me.node_id.clone(), entry);
             Ok(cluster)
         }

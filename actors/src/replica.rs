@@ -15,15 +15,17 @@
 //! compare it; and every minted dot raises a node-wide counter floor
 //! ([`DotFloor`]), persisted ahead of use, so a key whose tombstone was
 //! purged can never be given a counter an old context already covers.
+//! Every object stored also passes clock hygiene's [`RetireFilter`].
 
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use dynamo_core::merkle::{key_digest, leaf_range, DigestTable};
 use dynamo_core::storage::{decode_object, encode_object, Store, StoreError, StoreStats, TombstoneMark};
-use dynamo_core::{Actor as ClockActor, NodeId, Object, Value, VersionVector};
+use dynamo_core::{Actor as ClockActor, NodeId, Object, Retired, Value, VersionVector};
 
 use crate::group_commit::GroupCommit;
 use crate::stats::NodeStats;
@@ -186,12 +188,91 @@ impl DotFloor {
     }
 }
 
+/// What clock hygiene (see `dynamo_core::hygiene`) asks of this replica.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetireSets {
+    /// Retired actors to tidy away from every object stored.
+    pub retired: Retired,
+    /// Actors being swept: storing a version of theirs dirties the store.
+    pub sweeping: BTreeSet<ClockActor>,
+}
+
+impl RetireSets {
+    /// What `state` asks for: its retired actors, and its sweep's actors
+    /// that are not yet superseded.
+    pub fn of(state: &dynamo_core::membership::ClusterState) -> RetireSets {
+        let unswept = state.unswept();
+        RetireSets {
+            retired: state.retired(),
+            sweeping: state.sweep.actors.intersection(&unswept).cloned().collect(),
+        }
+    }
+}
+
+/// Clock hygiene's hook on every write: tidies objects before they are
+/// stored ([`Object::forget`]) and counts the writes that leave a version
+/// of a swept actor in the store (the *dirt*), so a store found clean can
+/// tell whether it still is.
+#[derive(Debug, Default)]
+pub struct RetireFilter {
+    /// Whether there is anything to do (the common case is no).
+    active: AtomicBool,
+    sets: RwLock<Arc<RetireSets>>,
+    dirt: AtomicU64,
+}
+
+impl RetireFilter {
+    /// Apply `sets` to every write from now on. Only the gossiper calls
+    /// this, as its view changes, so what is installed never goes back.
+    pub fn install(&self, sets: RetireSets) {
+        let mut current = self.sets.write().unwrap_or_else(|p| p.into_inner());
+        if **current != sets {
+            self.active
+                .store(!sets.retired.is_empty() || !sets.sweeping.is_empty(), Ordering::SeqCst);
+            *current = Arc::new(sets);
+        }
+    }
+
+    /// What is applied now.
+    pub fn sets(&self) -> Arc<RetireSets> {
+        self.sets.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Writes so far that stored a version of a swept actor.
+    pub fn dirt(&self) -> u64 {
+        self.dirt.load(Ordering::SeqCst)
+    }
+
+    /// `object` as it may be stored.
+    fn settle(&self, object: Object) -> Object {
+        if !self.active.load(Ordering::Relaxed) {
+            return object;
+        }
+        let sets = self.sets();
+        if sets.retired.is_empty() {
+            object
+        } else {
+            object.forget(&sets.retired)
+        }
+    }
+
+    /// `object` was just stored. Counted only once it is in the store: a
+    /// scan that started before it could then miss it, but sees the count
+    /// move.
+    fn stored(&self, object: &Object) {
+        if self.active.load(Ordering::Relaxed) && object.minted_by(&self.sets().sweeping) > 0 {
+            self.dirt.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// One storage thread.
 pub struct ReplicaShard {
     store: Arc<dyn Store>,
     stats: Arc<NodeStats>,
     digests: Arc<DigestTable>,
     floor: Arc<DotFloor>,
+    retire: Arc<RetireFilter>,
 }
 
 impl ReplicaShard {
@@ -210,6 +291,7 @@ impl ReplicaShard {
         let was_deleted = previous.is_some_and(|(o, _)| o.is_deleted());
         self.store
             .put(key, &encoded, TombstoneMark::between(was_deleted, object.is_deleted()))?;
+        self.retire.stored(object);
         self.digests.apply(key, previous.map(|(_, b)| b), Some(&encoded));
         Ok(())
     }
@@ -239,6 +321,7 @@ impl Handler<LocalUpdate> for ReplicaShard {
         let previous = self.read(&msg.key)?;
         let current = previous.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
         let (object, clock) = current.update(&msg.context, &msg.actor, msg.value, self.floor.current());
+        let object = self.retire.settle(object);
         if object.versions().len() > MAX_SIBLINGS {
             NodeStats::bump(&self.stats.sibling_cap_refusals);
             return Err(UpdateError::TooManySiblings(current.versions().len()));
@@ -255,10 +338,11 @@ impl ReplicaShard {
     fn merge(&self, key: &[u8], object: &Object, hint_for: Option<&str>) -> Result<(Object, bool), StoreError> {
         if let Some(owner) = hint_for {
             let current = self.store.get_hint(owner, key)?;
-            let merged = current.clone().unwrap_or_default().sync(object);
+            let merged = self.retire.settle(current.clone().unwrap_or_default().sync(object));
             let changed = current.as_ref() != Some(&merged);
             if changed {
                 self.store.put_hint(owner, key, &merged)?;
+                self.retire.stored(&merged);
                 if current.is_none() {
                     NodeStats::bump(&self.stats.hints_pending);
                 }
@@ -267,7 +351,7 @@ impl ReplicaShard {
         }
         let previous = self.read(key)?;
         let current = previous.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
-        let merged = current.sync(object);
+        let merged = self.retire.settle(current.sync(object));
         // Only write when something changed: a repair of an up-to-date
         // replica costs a read, not a write.
         let changed = merged != current;
@@ -352,10 +436,11 @@ impl Handler<LocalMergePulled> for ReplicaShard {
                     None => (Object::default(), None),
                 },
             };
-            pending.insert(key, (current.sync(object), old));
+            pending.insert(key, (self.retire.settle(current.sync(object)), old));
         }
         let mut writes = Vec::with_capacity(pending.len());
         let mut digests = Vec::with_capacity(pending.len());
+        let mut written = Vec::with_capacity(pending.len());
         for (key, (merged, old)) in pending {
             let encoded = encode_object(&merged);
             if old.as_ref().is_some_and(|(_, bytes)| *bytes == encoded) {
@@ -366,8 +451,12 @@ impl Handler<LocalMergePulled> for ReplicaShard {
             let mark = TombstoneMark::between(was_deleted, merged.is_deleted());
             digests.push((key, old));
             writes.push((key.to_vec(), encoded, mark));
+            written.push(merged);
         }
         self.store.put_unlogged(&writes)?;
+        for object in &written {
+            self.retire.stored(object);
+        }
         for ((key, old), (_, encoded, _)) in digests.into_iter().zip(&writes) {
             self.digests.apply(key, old.as_deref(), Some(encoded));
         }
@@ -500,6 +589,123 @@ impl Handler<ScanRange> for ReplicaShard {
     }
 }
 
+/// Clock hygiene's look at a ring range of the data: how many stored
+/// versions the swept actors minted, and (up to `limit`) the keys whose
+/// objects the retired set would change.
+#[derive(Message)]
+#[rtype(result = "Result<HygieneFound, StoreError>")]
+pub struct HygieneScan {
+    /// First ring position.
+    pub from: u128,
+    /// Last ring position.
+    pub to: u128,
+    /// What to look for.
+    pub sets: Arc<RetireSets>,
+    /// Most keys to list.
+    pub limit: usize,
+}
+
+/// What a [`HygieneScan`] found.
+#[derive(Debug, Default)]
+pub struct HygieneFound {
+    /// Versions minted by swept actors.
+    pub minted: u64,
+    /// Keys to rewrite (their objects still name retired actors).
+    pub untidy: Vec<Vec<u8>>,
+}
+
+/// Clock hygiene's look at every hint: how many hinted versions the swept
+/// actors minted, and (up to `limit`) the hints to rewrite, as (owner, key).
+#[derive(Message)]
+#[rtype(result = "Result<(u64, Vec<(NodeId, Vec<u8>)>), StoreError>")]
+pub struct HygieneScanHints {
+    /// What to look for.
+    pub sets: Arc<RetireSets>,
+    /// Most hints to list.
+    pub limit: usize,
+}
+
+/// The node ids of `sets`' actors, as the encoded objects spell them.
+fn needles(sets: &RetireSets) -> Vec<memchr::memmem::Finder<'static>> {
+    let ids: BTreeSet<&str> = sets
+        .sweeping
+        .iter()
+        .chain(&sets.retired.superseded)
+        .chain(&sets.retired.forgotten)
+        .map(|a| a.node.as_str())
+        .collect();
+    ids.into_iter()
+        .map(|id| memchr::memmem::Finder::new(id.as_bytes()).into_owned())
+        .collect()
+}
+
+/// Count what `sets` looks for in one encoded object; a quick look at its
+/// bytes first, since most objects name none of the actors.
+fn inspect(
+    sets: &RetireSets,
+    needles: &[memchr::memmem::Finder<'static>],
+    encoded: &[u8],
+) -> Result<(u64, bool), StoreError> {
+    if !needles.iter().any(|n| n.find(encoded).is_some()) {
+        return Ok((0, false));
+    }
+    let object = decode_object(encoded)?;
+    let minted = object.minted_by(&sets.sweeping) as u64;
+    let untidy = !sets.retired.is_empty() && object.forget(&sets.retired) != object;
+    Ok((minted, untidy))
+}
+
+impl Handler<HygieneScan> for ReplicaShard {
+    type Result = Result<HygieneFound, StoreError>;
+    fn handle(&mut self, msg: HygieneScan, _: &mut Self::Context) -> Self::Result {
+        let needles = needles(&msg.sets);
+        let mut found = HygieneFound::default();
+        let mut failure = None;
+        self.store.scan(msg.from, msg.to, &mut |key, encoded| {
+            match inspect(&msg.sets, &needles, encoded) {
+                Ok((minted, untidy)) => {
+                    found.minted += minted;
+                    if untidy && found.untidy.len() < msg.limit {
+                        found.untidy.push(key.to_vec());
+                    }
+                }
+                Err(e) => failure = Some(e),
+            }
+            failure.is_none()
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(found),
+        }
+    }
+}
+
+impl Handler<HygieneScanHints> for ReplicaShard {
+    type Result = Result<(u64, Vec<(NodeId, Vec<u8>)>), StoreError>;
+    fn handle(&mut self, msg: HygieneScanHints, _: &mut Self::Context) -> Self::Result {
+        let needles = needles(&msg.sets);
+        let mut minted = 0;
+        let mut untidy = Vec::new();
+        let mut failure = None;
+        self.store.visit_hints(&mut |owner, key, encoded| {
+            match inspect(&msg.sets, &needles, encoded) {
+                Ok((m, dirty)) => {
+                    minted += m;
+                    if dirty && untidy.len() < msg.limit {
+                        untidy.push((owner.to_string(), key.to_vec()));
+                    }
+                }
+                Err(e) => failure = Some(e),
+            }
+            failure.is_none()
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((minted, untidy)),
+        }
+    }
+}
+
 /// Delete each key whose stored object is still exactly the one given
 /// (after handing it to the partition's owners), all of this shard's keys.
 /// Answers how many were deleted.
@@ -624,6 +830,7 @@ pub struct Replica {
     digests: Arc<DigestTable>,
     /// Fsyncs for `sync_writes`; `None` when the WAL alone is enough.
     commit: Option<GroupCommit>,
+    retire: Arc<RetireFilter>,
 }
 
 impl Replica {
@@ -639,13 +846,21 @@ impl Replica {
     ) -> Result<Replica, StoreError> {
         let commit = sync_writes.then(|| GroupCommit::start(store.clone())).transpose()?;
         let floor = Arc::new(DotFloor::load(store.as_ref())?);
+        let retire = Arc::new(RetireFilter::default());
         let thread = || {
-            let (store, stats, digests, floor) = (store.clone(), stats.clone(), digests.clone(), floor.clone());
+            let (store, stats, digests, floor, retire) = (
+                store.clone(),
+                stats.clone(),
+                digests.clone(),
+                floor.clone(),
+                retire.clone(),
+            );
             SyncArbiter::start(1, move || ReplicaShard {
                 store: store.clone(),
                 stats: stats.clone(),
                 digests: digests.clone(),
                 floor: floor.clone(),
+                retire: retire.clone(),
             })
         };
         let addrs = (0..shards.max(1)).map(|_| thread()).collect();
@@ -656,7 +871,33 @@ impl Replica {
             stats,
             digests,
             commit,
+            retire,
         })
+    }
+
+    /// Clock hygiene's hook on this replica's writes.
+    pub fn retire(&self) -> &Arc<RetireFilter> {
+        &self.retire
+    }
+
+    /// Clock hygiene's scan of a ring range (on the scanner thread).
+    pub async fn hygiene_scan(
+        &self,
+        from: u128,
+        to: u128,
+        sets: Arc<RetireSets>,
+        limit: usize,
+    ) -> Result<HygieneFound, ReplicaError> {
+        Ok(self.scanner.send(HygieneScan { from, to, sets, limit }).await??)
+    }
+
+    /// Clock hygiene's scan of every hint (on the scanner thread).
+    pub async fn hygiene_scan_hints(
+        &self,
+        sets: Arc<RetireSets>,
+        limit: usize,
+    ) -> Result<(u64, Vec<(NodeId, Vec<u8>)>), ReplicaError> {
+        Ok(self.scanner.send(HygieneScanHints { sets, limit }).await??)
     }
 
     fn shard_index(&self, key: &[u8]) -> usize {

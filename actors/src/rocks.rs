@@ -13,8 +13,8 @@ use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard};
 
 use dynamo_core::storage::{
-    data_key, data_key_prefix, decode_object, encode_object, hint_key, hint_prefix, key_in_range, Store, StoreError,
-    StoreStats, TombstoneMark,
+    data_key, data_key_prefix, decode_object, encode_object, hint_key, hint_prefix, key_in_range, split_hint_key,
+    HintVisitor, Store, StoreError, StoreStats, TombstoneMark,
 };
 use dynamo_core::Object;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
@@ -332,6 +332,23 @@ impl Store for RocksStore {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn visit_hints(&self, visit: &mut HintVisitor<'_>) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let cf = db.cf(CF_HINTS)?;
+        for item in db
+            .db()
+            .iterator_cf_opt(cf, scan_options(), rocksdb::IteratorMode::Start)
+        {
+            let (stored, encoded) = item.map_err(engine)?;
+            if let Some((owner, key)) = split_hint_key(&stored) {
+                if !visit(owner, key, &encoded) {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn stats(&self) -> StoreStats {

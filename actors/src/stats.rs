@@ -28,6 +28,12 @@ pub struct NodeStats {
     pub tombstones_purged: AtomicU64,
     /// Client writes refused because the key had too many siblings.
     pub sibling_cap_refusals: AtomicU64,
+    /// Clock-hygiene scans of the whole store completed.
+    pub hygiene_scans: AtomicU64,
+    /// Versions of swept actors the last scan found (data and hints).
+    pub hygiene_versions_left: AtomicU64,
+    /// Objects rewritten without retired actors' entries.
+    pub hygiene_rewrites: AtomicU64,
 }
 
 impl NodeStats {

@@ -481,9 +481,32 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             "last_exchange_ms": node.stats.last_exchange_age_ms(),
             "tombstones_purged": NodeStats::get(&node.stats.tombstones_purged),
         },
+        "clock_hygiene": clock_hygiene(&view.state, &node.stats),
         "read_repairs": NodeStats::get(&node.stats.read_repairs),
         "requests": state.metrics.to_json(),
     })))
+}
+
+/// `/status`'s view of clock hygiene: retired store incarnations, how far
+/// their entries are from leaving the clocks, and what this node's last
+/// scan found.
+fn clock_hygiene(
+    state: &dynamo_core::membership::ClusterState,
+    stats: &dynamo_actors::stats::NodeStats,
+) -> serde_json::Value {
+    use dynamo_actors::stats::NodeStats;
+    let retired = state.retired();
+    let incarnations: usize = state.removed.values().map(|r| r.epochs.len()).sum();
+    let scanned = NodeStats::get(&stats.hygiene_scans) > 0;
+    json!({
+        "retired_actors": incarnations,
+        "superseded_actors": retired.superseded.len(),
+        "forgotten_actors": retired.forgotten.len(),
+        "sweep": state.sweep.id,
+        "sweeping": state.unswept().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "versions_left": scanned.then(|| NodeStats::get(&stats.hygiene_versions_left)),
+        "objects_tidied": NodeStats::get(&stats.hygiene_rewrites),
+    })
 }
 
 fn membership_error(e: dynamo_actors::gossiper::MembershipError) -> ApiError {

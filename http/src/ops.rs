@@ -391,6 +391,19 @@ fn schemas() -> Value {
                         },
                     },
                 },
+                "clock_hygiene": {
+                    "type": "object",
+                    "description": "Retired store incarnations (removed or departed nodes) and how far their entries are from leaving the version clocks: an entry goes once no version the incarnation minted is left on any member.",
+                    "properties": {
+                        "retired_actors": uint,
+                        "superseded_actors": uint,
+                        "forgotten_actors": uint,
+                        "sweep": uint,
+                        "sweeping": {"type": "array", "items": {"type": "string"}},
+                        "versions_left": {"type": "integer", "minimum": 0, "nullable": true},
+                        "objects_tidied": uint,
+                    },
+                },
                 "members": {"type": "array", "items": {"$ref": "#/components/schemas/Member"}},
                 "storage": {
                     "type": "object", "required": ["keys", "bytes"],
