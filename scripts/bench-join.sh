@@ -43,11 +43,16 @@ wait_until "the ring to include node4" 900 stable_with_4
 REBALANCE=$((SECONDS - T0))
 wait_until "the old owners to hand over" 900 handed_over
 HANDOVER=$((SECONDS - T0))
+for k in 1 2 3 4; do # how much admission control held the transfer back
+    echo "node$k admission: $(curl -sf "127.0.0.1:1820$k/status" | jq -c .admission)" >&2
+done
 wait $LOAD
 JOIN=$(cat "$TMP/join.json")
 echo "during the join: $JOIN" >&2
 # What node4 pulled, from its transfer log lines.
 PULLED=$(grep -o 'done, [0-9]* keys, [0-9]* bytes' "$TMP/node4.log" | awk '{b += $4} END {print b + 0}')
+# Seconds node4 spent pulling (one partition at a time), from the same lines.
+PULL_SECS=$(grep -o 'bytes in [0-9.]* s' "$TMP/node4.log" | awk '{t += $3} END {print t + 0}')
 p_base=$(echo "$BASE" | jq .p999_ms)
 p_join=$(echo "$JOIN" | jq .p999_ms)
 echo
@@ -55,6 +60,7 @@ echo "a fourth node joins under a ${RATE} ops/s mixed load ($KEYS keys of $VALUE
 echo "  pulled by node4:        $PULLED bytes"
 echo "  rebalance time:         ${REBALANCE} s (start of node4 to a stable ring with 4 owners)"
 echo "  pull rate:              $(echo "$PULLED / $REBALANCE / 1000000" | bc -l | cut -c1-5) MB/s over that time"
+echo "  while pulling:          $(echo "$PULLED / $PULL_SECS / 1000000" | bc -l | cut -c1-5) MB/s over the ${PULL_SECS} s node4 spent pulling"
 echo "  handover time:          ${HANDOVER} s (start of node4 to no node holding what it no longer replicates)"
 echo "  p99.9 before the join:  ${p_base} ms"
 echo "  p99.9 during the join:  ${p_join} ms  (ratio $(echo "$p_join / $p_base" | bc -l | cut -c1-4))"

@@ -84,6 +84,10 @@ pub struct Config {
     /// Hints per second hinted handoff delivers at most (Cassandra's hint
     /// throttle), so an owner coming back does not crowd out clients.
     pub handoff_hints_per_sec: u64,
+    /// Admission control of background work (Dynamo §6.5): a transfer step
+    /// waits while clients are slower than this percentage of their latency
+    /// without background work (0: never waits).
+    pub background_latency_percent: u32,
 }
 
 /// Largest key, in bytes (SPEC §3).
@@ -111,6 +115,7 @@ impl Default for Config {
             client_token: None,
             http_workers: default_http_workers(),
             transfer_bytes_per_sec: 64 * 1024 * 1024,
+            background_latency_percent: 150,
             handoff_hints_per_sec: 5_000,
         }
     }
@@ -173,6 +178,8 @@ pub struct Overrides {
     pub transfer_bytes_per_sec: Option<u64>,
     /// See [`Config::handoff_hints_per_sec`].
     pub handoff_hints_per_sec: Option<u64>,
+    /// See [`Config::background_latency_percent`].
+    pub background_latency_percent: Option<u32>,
 }
 
 impl Config {
@@ -215,7 +222,8 @@ impl Config {
             sync_writes,
             http_workers,
             transfer_bytes_per_sec,
-            handoff_hints_per_sec
+            handoff_hints_per_sec,
+            background_latency_percent
         );
         if o.data_dir.is_some() {
             self.data_dir = o.data_dir;
@@ -271,6 +279,12 @@ impl Config {
         }
         if self.handoff_hints_per_sec == 0 {
             return bad("handoff_hints_per_sec must be positive".into());
+        }
+        if self.background_latency_percent != 0 && !(100..=10_000).contains(&self.background_latency_percent) {
+            return bad(format!(
+                "background_latency_percent = {} must be 0 (off) or between 100 and 10000",
+                self.background_latency_percent
+            ));
         }
         if self.http_workers == 0 || self.http_workers > 256 {
             return bad(format!(

@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod context;

@@ -134,12 +134,15 @@ impl Actor for Coordinator {
 impl Handler<Coordinate> for Coordinator {
     type Result = ResponseFuture<Result<ClientReply, OpError>>;
     fn handle(&mut self, msg: Coordinate, _: &mut Self::Context) -> Self::Result {
-        Box::pin(coordinate(
-            self.shared.clone(),
-            self.cluster.get(),
-            msg.op,
-            msg.may_forward,
-        ))
+        let started = std::time::Instant::now();
+        let stats = self.shared.stats.clone();
+        let work = coordinate(self.shared.clone(), self.cluster.get(), msg.op, msg.may_forward);
+        Box::pin(async move {
+            let reply = work.await;
+            // What background work is admitted by (see `admission`).
+            stats.foreground.observe(started.elapsed());
+            reply
+        })
     }
 }
 

@@ -173,8 +173,10 @@ impl Hygiene {
                         break;
                     }
                 }
-                // Half the scanner's time at most, whatever the store size.
+                // Half the scanner's time at most, whatever the store size,
+                // and none while clients are slow.
                 tokio::time::sleep(started.elapsed()).await;
+                stats.foreground.admit().await;
             }
             let mut first = true;
             for _ in 0..MAX_BATCHES {

@@ -196,6 +196,7 @@ impl Node {
 
         let shards = shards();
         let stats = Arc::new(NodeStats::default());
+        stats.foreground.set_target(config.background_latency_percent);
         let pending_hints = store.count_hints().map_err(store_err)?;
         stats
             .hints_pending
@@ -317,6 +318,7 @@ impl Node {
 
         let handler: Rc<dyn PeerHandler> = Rc::new(Dispatcher {
             replica: replica.clone(),
+            stats: stats.clone(),
             coordinator: coordinator.clone(),
             gossiper: gossiper.clone(),
             cluster: cell.clone(),
@@ -527,6 +529,7 @@ fn load_cluster(store: &dyn Store, config: &Config, identity: &Identity, dir: &s
 /// Routes peer requests to the actor that owns them.
 struct Dispatcher {
     replica: Replica,
+    stats: Arc<NodeStats>,
     coordinator: Addr<Coordinator>,
     gossiper: Addr<Gossiper>,
     cluster: Arc<ClusterCell>,
@@ -538,6 +541,7 @@ impl PeerHandler for Dispatcher {
         let coordinator = self.coordinator.clone();
         let gossiper = self.gossiper.clone();
         let cluster = self.cluster.clone();
+        let stats = self.stats.clone();
         async move {
             let failed = |e: &dyn std::fmt::Display| PeerResponse::Error(e.to_string());
             match request {
@@ -604,6 +608,9 @@ impl PeerHandler for Dispatcher {
                     if partition >= q || q == 0 {
                         return failed(&"no such partition");
                     }
+                    // Serving a partition is background work: it waits
+                    // while this node's clients are slow (Dynamo §6.5).
+                    stats.foreground.admit().await;
                     let (from, to) = dynamo_core::merkle::partition_range(partition, q);
                     let limit = (limit as usize).clamp(1, MAX_AE_ITEMS);
                     let max_bytes = max_bytes.min(MAX_CHUNK_BYTES) as usize;

@@ -875,6 +875,11 @@ impl Replica {
         })
     }
 
+    /// The node's counters.
+    pub fn node_stats(&self) -> &Arc<NodeStats> {
+        &self.stats
+    }
+
     /// Clock hygiene's hook on this replica's writes.
     pub fn retire(&self) -> &Arc<RetireFilter> {
         &self.retire

@@ -4,6 +4,10 @@
 //! consistent-enough snapshot for a dashboard.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use dynamo_core::admission::Admission;
 
 /// Node-wide counters maintained by the actors.
 #[derive(Debug, Default)]
@@ -34,6 +38,51 @@ pub struct NodeStats {
     pub hygiene_versions_left: AtomicU64,
     /// Objects rewritten without retired actors' entries.
     pub hygiene_rewrites: AtomicU64,
+    /// Client latency, which background work is admitted by.
+    pub foreground: Foreground,
+}
+
+/// The node's [`Admission`] control, shared by every coordinator (which
+/// feed it) and the background tasks (which ask it).
+#[derive(Debug, Default)]
+pub struct Foreground {
+    admission: Mutex<Admission>,
+    /// Background steps held back.
+    pub waits: AtomicU64,
+    /// Total time background steps were held back, in ms.
+    pub waited_ms: AtomicU64,
+}
+
+impl Foreground {
+    /// Hold background work back while clients are slower than `percent`
+    /// of their quiet latency (0: never).
+    pub fn set_target(&self, percent: u32) {
+        *self.lock() = Admission::new((percent > 0).then(|| f64::from(percent) / 100.0));
+    }
+
+    /// A client request took `latency`.
+    pub fn observe(&self, latency: Duration) {
+        self.lock().observe(Instant::now(), latency);
+    }
+
+    /// Wait until a background step may run.
+    pub async fn admit(&self) {
+        let wait = self.lock().background(Instant::now());
+        if !wait.is_zero() {
+            NodeStats::bump(&self.waits);
+            NodeStats::add(&self.waited_ms, wait.as_millis() as u64);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The fast and quiet client latency averages.
+    pub fn averages(&self) -> (Option<Duration>, Option<Duration>) {
+        self.lock().averages()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl NodeStats {

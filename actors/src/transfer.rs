@@ -543,6 +543,8 @@ impl Job {
     /// hold (a digest per key): after a join they pulled the partition
     /// already, so usually only keys written since need to travel.
     async fn handover(&self, partition: u32, owners: Vec<(NodeId, String)>) -> Handed {
+        // Background work: it waits while this node's clients are slow.
+        self.replica.node_stats().foreground.admit().await;
         let (from, to) = partition_range(partition, self.q);
         let (items, _) = match self
             .replica
@@ -579,66 +581,24 @@ impl Job {
             .iter()
             .map(|(k, _)| leaf_of_position(ring_position(k), self.q).1 as usize)
             .collect();
-        let mut sent = 0u64;
-        for (_, addr) in &owners {
-            // A leaf whose digest is the same here and there holds the same
-            // versions of the same keys: those keys need not be asked about.
-            let ours = self.replica.digests().leaves(partition);
-            let request = PeerRequest::AeTree {
-                partition,
-                q: self.q,
-                level: leaf_level,
-                indices: (0..leaves).collect(),
-            };
-            let same_leaf: Vec<bool> = match self.transport.call(addr, request, self.timeout).await {
-                Ok(PeerResponse::AeNodes(theirs)) if theirs.len() == ours.len() => {
-                    ours.iter().zip(&theirs).map(|(a, b)| a == b).collect()
-                }
-                _ => {
-                    self.progress.end(partition, "handover");
-                    return Handed::Failed;
-                }
-            };
-            let unsure: Vec<&(Vec<u8>, Object)> = items
-                .iter()
-                .zip(&leaf_of)
-                .filter(|(_, &leaf)| !same_leaf.get(leaf).copied().unwrap_or(false))
-                .map(|(item, _)| item)
-                .collect();
-            if unsure.is_empty() {
-                continue;
-            }
-            let request = PeerRequest::KeyDigests {
-                keys: unsure.iter().map(|(k, _)| k.clone()).collect(),
-            };
-            let theirs = match self.transport.call(addr, request, self.timeout).await {
-                Ok(PeerResponse::KeyDigests(theirs)) if theirs.len() == unsure.len() => theirs,
-                _ => {
-                    self.progress.end(partition, "handover");
-                    return Handed::Failed;
-                }
-            };
-            let missing: Vec<(Vec<u8>, Object)> = unsure
-                .into_iter()
-                .zip(theirs)
-                .filter(|((k, o), theirs)| *theirs != Some(key_digest(k, &encode_object(o))))
-                .map(|(item, _)| item.clone())
-                .collect();
-            if missing.is_empty() {
-                continue;
-            }
-            let size = weight(&missing);
-            self.pace(size).await;
-            sent += size;
-            let request = PeerRequest::ReplicateMany { items: missing };
-            if !matches!(
-                self.transport.call(addr, request, self.timeout).await,
-                Ok(PeerResponse::Stored)
-            ) {
-                self.progress.end(partition, "handover");
-                return Handed::Failed;
-            }
-        }
+        // A leaf whose digest is the same here and there holds the same
+        // versions of the same keys: those keys need not be asked about.
+        let ours = self.replica.digests().leaves(partition);
+        let wanted = Wanted {
+            partition,
+            items: &items,
+            leaf_of: &leaf_of,
+            ours: &ours,
+            leaf_level,
+            leaves,
+        };
+        // Every owner at once: under load each call waits its turn on a
+        // busy peer, and one after another they would add up.
+        let answers = futures::future::join_all(owners.iter().map(|(_, addr)| self.hand_to(addr, &wanted))).await;
+        let Some(sent) = answers.into_iter().sum::<Option<u64>>() else {
+            self.progress.end(partition, "handover");
+            return Handed::Failed;
+        };
         // Keys are dropped here only once every owner holds what this node
         // holds (equal digest, or stored just now), and only if unchanged.
         let count = items.len() as u64;
@@ -653,6 +613,71 @@ impl Job {
         log::debug!("handover of partition {partition}: {moved} of {count} keys dropped, {sent} bytes sent");
         self.progress.end(partition, "handover");
         Handed::Moved(moved)
+    }
+}
+
+/// One handover chunk, as each owner is asked about it.
+struct Wanted<'a> {
+    partition: u32,
+    items: &'a [(Vec<u8>, Object)],
+    /// Each item's Merkle leaf.
+    leaf_of: &'a [usize],
+    /// This node's leaf digests of the partition.
+    ours: &'a [u64],
+    leaf_level: u32,
+    leaves: u32,
+}
+
+impl Job {
+    /// Make sure the owner at `addr` holds every item of `wanted`: compare
+    /// leaf digests, then key digests where leaves differ, and send what
+    /// it lacks. The bytes sent, or `None` if the owner failed.
+    async fn hand_to(&self, addr: &str, wanted: &Wanted<'_>) -> Option<u64> {
+        let request = PeerRequest::AeTree {
+            partition: wanted.partition,
+            q: self.q,
+            level: wanted.leaf_level,
+            indices: (0..wanted.leaves).collect(),
+        };
+        let same_leaf: Vec<bool> = match self.transport.call(addr, request, self.timeout).await {
+            Ok(PeerResponse::AeNodes(theirs)) if theirs.len() == wanted.ours.len() => {
+                wanted.ours.iter().zip(&theirs).map(|(a, b)| a == b).collect()
+            }
+            _ => return None,
+        };
+        let unsure: Vec<&(Vec<u8>, Object)> = wanted
+            .items
+            .iter()
+            .zip(wanted.leaf_of)
+            .filter(|(_, &leaf)| !same_leaf.get(leaf).copied().unwrap_or(false))
+            .map(|(item, _)| item)
+            .collect();
+        if unsure.is_empty() {
+            return Some(0);
+        }
+        let request = PeerRequest::KeyDigests {
+            keys: unsure.iter().map(|(k, _)| k.clone()).collect(),
+        };
+        let theirs = match self.transport.call(addr, request, self.timeout).await {
+            Ok(PeerResponse::KeyDigests(theirs)) if theirs.len() == unsure.len() => theirs,
+            _ => return None,
+        };
+        let missing: Vec<(Vec<u8>, Object)> = unsure
+            .into_iter()
+            .zip(theirs)
+            .filter(|((k, o), theirs)| *theirs != Some(key_digest(k, &encode_object(o))))
+            .map(|(item, _)| item.clone())
+            .collect();
+        if missing.is_empty() {
+            return Some(0);
+        }
+        let size = weight(&missing);
+        self.pace(size).await;
+        let request = PeerRequest::ReplicateMany { items: missing };
+        match self.transport.call(addr, request, self.timeout).await {
+            Ok(PeerResponse::Stored) => Some(size),
+            _ => None,
+        }
     }
 }
 

@@ -482,9 +482,20 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             "tombstones_purged": NodeStats::get(&node.stats.tombstones_purged),
         },
         "clock_hygiene": clock_hygiene(&view.state, &node.stats),
+        "admission": {
+            "client_latency_ms": latency_ms(node.stats.foreground.averages().0),
+            "quiet_latency_ms": latency_ms(node.stats.foreground.averages().1),
+            "background_waits": NodeStats::get(&node.stats.foreground.waits),
+            "background_waited_ms": NodeStats::get(&node.stats.foreground.waited_ms),
+        },
         "read_repairs": NodeStats::get(&node.stats.read_repairs),
         "requests": state.metrics.to_json(),
     })))
+}
+
+/// A latency average in milliseconds (three decimals), if any.
+fn latency_ms(d: Option<std::time::Duration>) -> Option<f64> {
+    d.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
 /// `/status`'s view of clock hygiene: retired store incarnations, how far

@@ -93,6 +93,9 @@ struct ServeArgs {
     /// Hints per second hinted handoff delivers at most.
     #[arg(long, env = "DYNAMO_HANDOFF_HINTS_PER_SEC")]
     handoff_hints_per_sec: Option<u64>,
+    /// Transfers wait while clients are slower than this % of their quiet latency (0: off).
+    #[arg(long, env = "DYNAMO_BACKGROUND_LATENCY_PERCENT")]
+    background_latency_percent: Option<u32>,
 }
 
 #[derive(Args)]
@@ -135,6 +138,7 @@ impl ServeArgs {
             http_workers: self.http_workers,
             transfer_bytes_per_sec: self.transfer_bytes_per_sec,
             handoff_hints_per_sec: self.handoff_hints_per_sec,
+            background_latency_percent: self.background_latency_percent,
         });
         config.validate()?;
         Ok(config)

@@ -391,6 +391,16 @@ fn schemas() -> Value {
                         },
                     },
                 },
+                "admission": {
+                    "type": "object",
+                    "description": "Admission control of background work (partition transfers): moving averages of client request latency, lately and while no background work ran, and how often and how long background steps were held back because clients were slower than 1.5 times the quiet figure.",
+                    "properties": {
+                        "client_latency_ms": {"type": "number", "minimum": 0, "nullable": true},
+                        "quiet_latency_ms": {"type": "number", "minimum": 0, "nullable": true},
+                        "background_waits": uint,
+                        "background_waited_ms": uint,
+                    },
+                },
                 "clock_hygiene": {
                     "type": "object",
                     "description": "Retired store incarnations (removed or departed nodes) and how far their entries are from leaving the version clocks: an entry goes once no version the incarnation minted is left on any member.",
