@@ -31,10 +31,13 @@ fn absorb(theirs: &ClusterState) {
         state: MemberState::Active,
         epoch: 1,
         ready_for: 0,
+        hygiene: Default::default(),
     };
     let mut mine = ClusterState::new(me, 8, true);
     mine.merge(theirs);
     mine.claim("a", 3);
+    mine.sweep_step("a");
+    let _ = mine.retired();
     let _ = mine.partitions_to_pull("a", 3);
     let _ = mine.incoming_owners(0, 3);
     // Merging is idempotent.
