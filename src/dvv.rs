@@ -116,11 +116,9 @@ impl VersionVector {
     }
 
     /// Drop the entries of `retired` actors (clock hygiene: see
-    /// [`Object::forget`]). Returns whether any entry went.
-    pub fn forget(&mut self, retired: &BTreeSet<Actor>) -> bool {
-        let before = self.0.len();
+    /// [`Object::forget`]).
+    pub fn forget(&mut self, retired: &BTreeSet<Actor>) {
         self.0.retain(|actor, _| !retired.contains(actor));
-        self.0.len() != before
     }
 
     /// Whether any of `actors` has an entry.
@@ -167,6 +165,11 @@ impl Retired {
     /// Whether hygiene has nothing to apply.
     pub fn is_empty(&self) -> bool {
         self.superseded.is_empty() && self.forgotten.is_empty()
+    }
+
+    /// Whether `version` was minted by an actor whose versions are dropped.
+    fn drops(&self, version: &Version) -> bool {
+        self.superseded.contains(&version.dot.actor) || self.forgotten.contains(&version.dot.actor)
     }
 }
 
@@ -344,21 +347,15 @@ impl Object {
     /// cover versions that are gone and can never come back, so they say
     /// nothing. Never by length, as Dynamo §4.4 truncates: that loses
     /// writes.
-    pub fn forget(&self, retired: &Retired) -> Object {
-        let drops = |v: &Version| retired.superseded.contains(&v.dot.actor) || retired.forgotten.contains(&v.dot.actor);
-        let touched = self
-            .versions
-            .iter()
-            .any(|v| drops(v) || v.context.mentions(&retired.forgotten));
-        if !touched {
-            return self.clone();
+    pub fn forget(self, retired: &Retired) -> Object {
+        if !self.untidy(retired) {
+            return self;
         }
         let versions = self
             .versions
-            .iter()
-            .filter(|v| !drops(v))
-            .map(|v| {
-                let mut v = v.clone();
+            .into_iter()
+            .filter(|v| !retired.drops(v))
+            .map(|mut v| {
                 v.context.forget(&retired.forgotten);
                 v
             })
@@ -366,6 +363,13 @@ impl Object {
         // Forgetting entries only ever removes dominance, so the survivors
         // are still mutually concurrent.
         Object::from_versions(versions)
+    }
+
+    /// Whether [`Object::forget`] would change this object.
+    pub fn untidy(&self, retired: &Retired) -> bool {
+        self.versions
+            .iter()
+            .any(|v| retired.drops(v) || v.context.mentions(&retired.forgotten))
     }
 
     /// Build from versions, keeping the canonical order. Callers in this

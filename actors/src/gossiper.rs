@@ -235,14 +235,19 @@ impl Gossiper {
             }
         }
         let claimed = self.state.claim(&self.me, self.n);
+        if self.state.claimant().map(String::as_str) != Some(self.me.as_str()) {
+            return claimed;
+        }
         let before = self.state.retired();
         let swept = self.state.sweep_step(&self.me);
-        let after = self.state.retired();
-        for actor in after.superseded.difference(&before.superseded) {
-            log::info!("clock hygiene: no version of {actor} is left on any member; late copies are dropped");
-        }
-        for actor in after.forgotten.difference(&before.forgotten) {
-            log::info!("clock hygiene: every member drops {actor}'s versions; its entries leave the clocks");
+        if swept {
+            let after = self.state.retired();
+            for actor in after.superseded.difference(&before.superseded) {
+                log::info!("clock hygiene: no version of {actor} is left on any member; late copies are dropped");
+            }
+            for actor in after.forgotten.difference(&before.forgotten) {
+                log::info!("clock hygiene: every member drops {actor}'s versions; its entries leave the clocks");
+            }
         }
         claimed || swept
     }

@@ -248,12 +248,7 @@ impl RetireFilter {
         if !self.active.load(Ordering::Relaxed) {
             return object;
         }
-        let sets = self.sets();
-        if sets.retired.is_empty() {
-            object
-        } else {
-            object.forget(&sets.retired)
-        }
+        object.forget(&self.sets().retired)
     }
 
     /// `object` was just stored. Counted only once it is in the store: a
@@ -651,7 +646,7 @@ fn inspect(
     }
     let object = decode_object(encoded)?;
     let minted = object.minted_by(&sets.sweeping) as u64;
-    let untidy = !sets.retired.is_empty() && object.forget(&sets.retired) != object;
+    let untidy = object.untidy(&sets.retired);
     Ok((minted, untidy))
 }
 

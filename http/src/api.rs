@@ -440,6 +440,7 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         .collect();
     use dynamo_actors::stats::NodeStats;
     let rebalance = node.transfers.summary();
+    let (client_latency, quiet_latency) = node.stats.foreground.averages();
     Ok(HttpResponse::Ok().json(json!({
         "node_id": cfg.node_id,
         "version": env!("CARGO_PKG_VERSION"),
@@ -483,8 +484,8 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         },
         "clock_hygiene": clock_hygiene(&view.state, &node.stats),
         "admission": {
-            "client_latency_ms": latency_ms(node.stats.foreground.averages().0),
-            "quiet_latency_ms": latency_ms(node.stats.foreground.averages().1),
+            "client_latency_ms": latency_ms(client_latency),
+            "quiet_latency_ms": latency_ms(quiet_latency),
             "background_waits": NodeStats::get(&node.stats.foreground.waits),
             "background_waited_ms": NodeStats::get(&node.stats.foreground.waited_ms),
         },
