@@ -34,7 +34,7 @@ echo "max mixed throughput: $MAX ops/s; load at half: $RATE ops/s" >&2
 BASE=$(bench --op mixed --rate "$RATE" --duration-s "$DURATION")
 echo "before the join: $BASE" >&2
 
-bench --op mixed --rate "$RATE" --duration-s "$DURATION" > "$TMP/join.json" &
+bench --op mixed --rate "$RATE" --duration-s "$DURATION" --timeline "$TMP/timeline.jsonl" > "$TMP/join.json" &
 LOAD=$!
 sleep 2
 T0=$SECONDS

@@ -108,6 +108,10 @@ struct Args {
     /// etcd only: the gateway's path prefix (`/v3`; etcd 3.3 used `/v3beta`).
     #[arg(long, default_value = "/v3")]
     etcd_prefix: String,
+    /// Write the latency of each measured second to this file, one JSON
+    /// line per second (with its wall-clock start, to set beside node logs).
+    #[arg(long)]
+    timeline: Option<std::path::PathBuf>,
     /// Seed of the clients' key choices (client c uses seed + c).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -250,6 +254,18 @@ fn run() -> Result<i32> {
         duration_s: args.duration_s,
         rate: args.rate,
     };
+    if let Some(path) = &args.timeline {
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("the clock is before 1970")?;
+        let start_unix = unix_now.as_secs_f64() - Instant::now().saturating_duration_since(win.warm_end).as_secs_f64();
+        let mut out = String::new();
+        for line in stats::timeline_json(&total, start_unix) {
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if args.json {
         println!("{}", stats::summary_json(&info, &total)?);
     } else {
@@ -484,7 +500,11 @@ async fn client_loop(
                 if measured {
                     let elapsed = done.duration_since(intended);
                     let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-                    stats.borrow_mut().record(is_put, us);
+                    let second = intended.duration_since(win.warm_end).as_secs() as usize;
+                    // Only histogram bounds can fail, and they are constant.
+                    if let Err(e) = stats.borrow_mut().record(is_put, second, us) {
+                        eprintln!("dynamo-bench: {e}");
+                    }
                 }
             }
             Ok(Err(kind)) => {

@@ -21,6 +21,9 @@ pub struct Stats {
     /// never issued because the clients were still waiting for earlier
     /// responses when the run ended.
     pub not_sent: u64,
+    /// Latency of all operations by the second of the measured window
+    /// they were meant to start in: where in a run the tail was.
+    pub seconds: Vec<Histogram<u64>>,
 }
 
 impl Stats {
@@ -30,12 +33,21 @@ impl Stats {
             get: Histogram::new_with_bounds(1, MAX_TRACKABLE_US, 3)?,
             errors: BTreeMap::new(),
             not_sent: 0,
+            seconds: Vec::new(),
         })
     }
 
-    pub fn record(&mut self, is_put: bool, micros: u64) {
+    /// Record a request meant to start `second` seconds into the measured
+    /// window.
+    pub fn record(&mut self, is_put: bool, second: usize, micros: u64) -> anyhow::Result<()> {
+        let micros = micros.clamp(1, MAX_TRACKABLE_US);
         let h = if is_put { &mut self.put } else { &mut self.get };
-        h.saturating_record(micros.clamp(1, MAX_TRACKABLE_US));
+        h.saturating_record(micros);
+        while self.seconds.len() <= second {
+            self.seconds.push(Histogram::new_with_bounds(1, MAX_TRACKABLE_US, 3)?);
+        }
+        self.seconds[second].saturating_record(micros);
+        Ok(())
     }
 
     pub fn error(&mut self, kind: &str) {
@@ -49,6 +61,12 @@ impl Stats {
             *self.errors.entry(k.clone()).or_insert(0) += v;
         }
         self.not_sent += other.not_sent;
+        for (i, h) in other.seconds.iter().enumerate() {
+            match self.seconds.get_mut(i) {
+                Some(mine) => mine.add(h)?,
+                None => self.seconds.push(h.clone()),
+            }
+        }
         Ok(())
     }
 }
@@ -79,6 +97,27 @@ fn latency_json(h: &Histogram<u64>, duration_s: f64) -> Value {
         "p999_ms": ms(h.value_at_quantile(0.999)),
         "max_ms": ms(h.max()),
     })
+}
+
+/// One JSON line per second of the measured window: `unix_s` is the
+/// wall-clock second it began, so the line can be laid beside node logs.
+pub fn timeline_json(stats: &Stats, window_start_unix_s: f64) -> Vec<Value> {
+    stats
+        .seconds
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            json!({
+                "second": i,
+                "unix_s": round2(window_start_unix_s + i as f64),
+                "ops": h.len(),
+                "p50_ms": ms(h.value_at_quantile(0.50)),
+                "p99_ms": ms(h.value_at_quantile(0.99)),
+                "p999_ms": ms(h.value_at_quantile(0.999)),
+                "max_ms": ms(h.max()),
+            })
+        })
+        .collect()
 }
 
 fn round2(x: f64) -> f64 {
