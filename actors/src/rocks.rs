@@ -86,7 +86,7 @@ impl RocksStore {
         let cf = |name| {
             let mut o = Options::default();
             o.set_write_buffer_size(16 * 1024 * 1024);
-            // Room for two memtables waiting on a flush besides the one
+            // Room for three memtables waiting on a flush besides the one
             // being written: a burst (a joiner's bulk load, the writes
             // forwarded to it) otherwise stops writes until a flush ends.
             o.set_max_write_buffer_number(4);
