@@ -27,27 +27,27 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn new() -> anyhow::Result<Self> {
+    /// With `seconds` per-second histograms for the timeline (0 without one).
+    pub fn new(seconds: usize) -> anyhow::Result<Self> {
+        let histogram = || Histogram::new_with_bounds(1, MAX_TRACKABLE_US, 3);
         Ok(Stats {
-            put: Histogram::new_with_bounds(1, MAX_TRACKABLE_US, 3)?,
-            get: Histogram::new_with_bounds(1, MAX_TRACKABLE_US, 3)?,
+            put: histogram()?,
+            get: histogram()?,
             errors: BTreeMap::new(),
             not_sent: 0,
-            seconds: Vec::new(),
+            seconds: (0..seconds).map(|_| histogram()).collect::<Result<_, _>>()?,
         })
     }
 
     /// Record a request meant to start `second` seconds into the measured
     /// window.
-    pub fn record(&mut self, is_put: bool, second: usize, micros: u64) -> anyhow::Result<()> {
+    pub fn record(&mut self, is_put: bool, second: usize, micros: u64) {
         let micros = micros.clamp(1, MAX_TRACKABLE_US);
         let h = if is_put { &mut self.put } else { &mut self.get };
         h.saturating_record(micros);
-        while self.seconds.len() <= second {
-            self.seconds.push(Histogram::new_with_bounds(1, MAX_TRACKABLE_US, 3)?);
+        if let Some(h) = self.seconds.get_mut(second) {
+            h.saturating_record(micros);
         }
-        self.seconds[second].saturating_record(micros);
-        Ok(())
     }
 
     pub fn error(&mut self, kind: &str) {
@@ -61,11 +61,8 @@ impl Stats {
             *self.errors.entry(k.clone()).or_insert(0) += v;
         }
         self.not_sent += other.not_sent;
-        for (i, h) in other.seconds.iter().enumerate() {
-            match self.seconds.get_mut(i) {
-                Some(mine) => mine.add(h)?,
-                None => self.seconds.push(h.clone()),
-            }
+        for (mine, h) in self.seconds.iter_mut().zip(&other.seconds) {
+            mine.add(h)?;
         }
         Ok(())
     }
