@@ -51,7 +51,7 @@ wait_until() { # DESC TIMEOUT CMD...
     local end=$((SECONDS + t))
     until "$@"; do
         [ $SECONDS -lt $end ] || { echo "timed out waiting for $desc" >&2; exit 1; }
-        sleep 0.2
+        sleep 1
     done
 }
 bench() {
