@@ -1,10 +1,11 @@
-# Shared by the cluster benchmarks (bench-ae.sh, bench-join.sh); sourced,
-# not run. Before sourcing set NAME (the temp dir's name) and PORT (a
-# two-digit prefix: node K gets HTTP on 18<PORT>K and peers on 19<PORT>K).
-# Parses [--no-build] [--duration S] [--keys N] [--value-size B], builds,
-# and provides: start K, members_up K COUNT, wait_until DESC TIMEOUT CMD...,
-# bench ARGS..., and the variables BIN, BENCH, TMP, DURATION, KEYS,
-# VALUE_SIZE, EP.
+# Shared by the cluster benchmarks (bench-ae.sh, bench-join.sh, ...);
+# sourced, not run. Before sourcing set NAME (the temp dir's name) and PORT
+# (a two-digit prefix: node K gets HTTP on 18<PORT>K and peers on
+# 19<PORT>K). Parses [--no-build] [--duration S] [--keys N] [--value-size B],
+# builds, and provides: start K, members_up K COUNT, wait_until DESC
+# TIMEOUT CMD..., bench ARGS... (its runs share one file of write
+# contexts), and the variables BIN, BENCH, TMP, DURATION, KEYS, VALUE_SIZE,
+# EP.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -54,7 +55,8 @@ wait_until() { # DESC TIMEOUT CMD...
         sleep 1
     done
 }
-bench() {
-    "$BENCH" --target dynamo --endpoints "$EP" --keys "$KEYS" --value-size "$VALUE_SIZE" --clients 64 --json "$@" 2>/dev/null |
+bench() { # the runs share their write contexts, so no run adds siblings
+    "$BENCH" --target dynamo --endpoints "$EP" --keys "$KEYS" --value-size "$VALUE_SIZE" --clients 64 --json \
+        --contexts "$TMP/contexts" "$@" 2>/dev/null |
         tail -1
 }

@@ -115,6 +115,13 @@ struct Args {
     /// Seed of the clients' key choices (client c uses seed + c).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// dynamo only: keep the contexts of the clients' writes in this file
+    /// between runs over the same keys: read at the start if it exists,
+    /// written at the end. Without it a run's first write of each key
+    /// carries no context, so it sits beside the last run's value as a
+    /// sibling instead of superseding it.
+    #[arg(long)]
+    contexts: Option<std::path::PathBuf>,
 }
 
 /// Counters the progress line reads while threads run.
@@ -166,6 +173,10 @@ fn run() -> Result<i32> {
 
     // Phase 1: preload, each client writing the keys it owns (i % clients == c).
     let mut contexts: Vec<Contexts> = vec![HashMap::new(); args.clients];
+    let mut other_contexts = Vec::new();
+    if let Some(path) = &args.contexts {
+        other_contexts = read_contexts(path, args.key_offset, args.keys, &mut contexts)?;
+    }
     if args.preload {
         eprintln!(
             "preloading {} keys of {} B with {} clients",
@@ -239,8 +250,14 @@ fn run() -> Result<i32> {
     );
     let mut total = Stats::new(win.timeline_seconds)?;
     for h in handles {
-        let s = h.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        let (s, per_client) = h.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
         total.merge(&s)?;
+        for (c, ctx) in per_client {
+            contexts[c] = ctx;
+        }
+    }
+    if let Some(path) = &args.contexts {
+        write_contexts(path, args.key_offset, &contexts, &other_contexts)?;
     }
 
     let info = RunInfo {
@@ -414,7 +431,7 @@ fn load_thread(
     interval: Option<Duration>,
     win: Window,
     live: Arc<Live>,
-) -> Result<Stats> {
+) -> Result<(Stats, Vec<(usize, Contexts)>)> {
     let system = actix_rt::System::new();
     system.block_on(async move {
         let http = http_client();
@@ -434,18 +451,19 @@ fn load_thread(
                 live.clone(),
             )));
         }
+        let mut per_client = Vec::with_capacity(tasks.len());
         for task in futures::future::join_all(tasks).await {
-            task.context("a load client failed")?;
+            per_client.push(task.context("a load client failed")?);
         }
         let stats = Rc::try_unwrap(stats)
             .map(RefCell::into_inner)
             .unwrap_or_else(|rc| rc.borrow().clone());
-        Ok(stats)
+        Ok((stats, per_client))
     })
 }
 
 /// One client: picks an operation and a key, sends, records; until the end of
-/// the window.
+/// the window. Returns the client's number and the contexts it holds.
 #[allow(clippy::too_many_arguments)]
 async fn client_loop(
     w: Arc<Workload>,
@@ -456,7 +474,7 @@ async fn client_loop(
     win: Window,
     stats: Rc<RefCell<Stats>>,
     live: Arc<Live>,
-) {
+) -> (usize, Contexts) {
     let end = tokio::time::Instant::from_std(win.end);
     // Open loop: client c's schedule is offset by c/clients of an interval, so
     // that the clients' sends are spread evenly over time.
@@ -541,6 +559,57 @@ async fn client_loop(
             stats.borrow_mut().not_sent += missed;
         }
     }
+    (c, cl.contexts)
+}
+
+/// Load a `--contexts` file (lines of key number, tab, context: the number
+/// in `bench-{number}`) into the maps of the clients that write each of
+/// this run's keys (index % clients, index = number - offset < keys); a
+/// missing file is an empty one. Returns the lines of other keys, which the
+/// file keeps.
+fn read_contexts(path: &std::path::Path, offset: u64, keys: u64, contexts: &mut [Contexts]) -> Result<Vec<Vec<u8>>> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let clients = contexts.len() as u64;
+    let mut others = Vec::new();
+    for (n, line) in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        let bad = || anyhow::anyhow!("{} line {}: not `key<TAB>context`", path.display(), n + 1);
+        let tab = line.iter().position(|b| *b == b'\t').ok_or_else(bad)?;
+        let key: u64 = std::str::from_utf8(&line[..tab])
+            .ok()
+            .and_then(|k| k.parse().ok())
+            .ok_or_else(bad)?;
+        let ctx = HeaderValue::from_bytes(&line[tab + 1..]).map_err(|_| bad())?;
+        match key.checked_sub(offset).filter(|index| *index < keys) {
+            Some(index) => {
+                contexts[(index % clients) as usize].insert(index, ctx);
+            }
+            None => others.push(line.to_vec()),
+        }
+    }
+    Ok(others)
+}
+
+/// Write every client's contexts, and the lines of other keys read at the
+/// start, to a `--contexts` file, replacing it whole.
+fn write_contexts(path: &std::path::Path, offset: u64, contexts: &[Contexts], others: &[Vec<u8>]) -> Result<()> {
+    let mut out = Vec::new();
+    for line in others {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    for (index, ctx) in contexts.iter().flatten() {
+        out.extend_from_slice((index + offset).to_string().as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(ctx.as_bytes());
+        out.push(b'\n');
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, out).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
 }
 
 /// Prints a progress line to stderr every second until every thread is done;
@@ -576,5 +645,40 @@ fn watch<T>(
             tick += Duration::from_secs(1);
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contexts_file_round_trips_and_keeps_other_keys() {
+        let path = std::env::temp_dir().join(format!("dynamo-bench-contexts-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut first: Vec<Contexts> = vec![HashMap::new(); 4];
+        assert!(read_contexts(&path, 0, 10, &mut first)
+            .expect("missing file")
+            .is_empty());
+        // Keys bench-0..9 (offset 0) and bench-100..104 (offset 100).
+        for k in 0..10u64 {
+            first[(k % 4) as usize].insert(k, HeaderValue::from_str(&format!("ctx-{k}")).expect("ascii"));
+        }
+        write_contexts(&path, 0, &first, &[]).expect("write");
+        let mut other: Vec<Contexts> = vec![HashMap::new(); 2];
+        let kept = read_contexts(&path, 100, 5, &mut other).expect("read");
+        assert_eq!(kept.len(), 10, "no key of offset 0 is in 100..105");
+        other[0].insert(2, HeaderValue::from_static("ctx-102"));
+        write_contexts(&path, 100, &other, &kept).expect("write");
+        // Read back with another client count: each key goes to index % clients.
+        let mut again: Vec<Contexts> = vec![HashMap::new(); 3];
+        let kept = read_contexts(&path, 0, 10, &mut again).expect("read");
+        assert_eq!(kept, vec![b"102\tctx-102".to_vec()]);
+        for k in 0..10u64 {
+            assert_eq!(again[(k % 3) as usize][&k], format!("ctx-{k}").as_str());
+        }
+        std::fs::write(&path, "7 no tab\n").expect("write");
+        assert!(read_contexts(&path, 0, 10, &mut again).is_err());
+        let _ = std::fs::remove_file(&path);
     }
 }
