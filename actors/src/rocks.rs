@@ -1,9 +1,12 @@
 //! RocksDB behind the core's [`Store`] trait.
 //!
-//! One column family per keyspace: `data` (key → encoded object) and `meta`
-//! (identity, cluster state), with room for `hints` and Merkle trees later.
-//! Every write goes through the WAL, unsynced: it survives a crash of the
-//! process as soon as the call returns. Fsyncs are separate
+//! One column family per keyspace: `data` (key → encoded object), `meta`
+//! (identity, cluster state), `hints` (objects held for a down owner) and
+//! `tombstones` (keys whose object is all deletions). Large objects in
+//! `data` and `hints` live in blob files, collected only while garbage is
+//! plentiful. Client writes go through the WAL, unsynced: each survives a
+//! crash of the process as soon as the call returns (only chunks pulled by
+//! a joiner, which it can pull again, skip it). Fsyncs are separate
 //! ([`Store::sync_wal`]) so that one of them covers every write made
 //! before it, from any thread: the replica's group commit (see
 //! [`crate::group_commit`]) calls it once per batch when `sync_writes` is
