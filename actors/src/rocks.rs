@@ -56,7 +56,7 @@ pub struct RocksStore {
     /// Bytes written since the blob garbage was last looked at.
     since_gc_check: AtomicU64,
     /// Whether blob GC is on, per entry of [`BLOB_CFS`].
-    blob_gc: [AtomicBool; 2],
+    blob_gc: [AtomicBool; BLOB_CFS.len()],
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -112,7 +112,7 @@ impl RocksStore {
             o.set_block_based_table_factory(&table);
             o.set_memtable_whole_key_filtering(true);
             o.set_memtable_prefix_bloom_ratio(0.05);
-            if name == CF_DATA || name == CF_HINTS {
+            if BLOB_CFS.contains(&name) {
                 // Key-value separation: values of a few KiB would otherwise
                 // be rewritten by every compaction, which was the largest
                 // background cost in steady state and most of a joiner's
@@ -137,7 +137,7 @@ impl RocksStore {
         let store = RocksStore {
             db: RwLock::new(Some(db)),
             since_gc_check: AtomicU64::new(0),
-            blob_gc: [AtomicBool::new(false), AtomicBool::new(false)],
+            blob_gc: Default::default(),
         };
         // Garbage left by an earlier run counts from the start.
         store.check_blob_gc(&store.db()?);
@@ -542,11 +542,10 @@ mod tests {
         // Three quarters of every key overwritten: the first files keep a
         // quarter of their values live.
         write(2, |i| i % 4 != 0);
-        let (live, garbage, on) = compact();
+        let (mut live, mut garbage, mut on) = compact();
         assert!(on, "{garbage} of {live} blob bytes garbage, and GC is off");
         let data = (KEYS * 4096) as u64;
         let mut rounds = 0;
-        let (mut live, mut garbage, mut on) = (live, garbage, on);
         while on {
             rounds += 1;
             assert!(
