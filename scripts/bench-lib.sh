@@ -56,7 +56,11 @@ wait_until() { # DESC TIMEOUT CMD...
     done
 }
 bench() { # the runs share their write contexts, so no run adds siblings
+    # Its progress goes to $TMP/bench.err; a preload that could not write
+    # every key (reads of the missing keys would count as 404 errors) is
+    # reported here.
     "$BENCH" --target dynamo --endpoints "$EP" --keys "$KEYS" --value-size "$VALUE_SIZE" --clients 64 --json \
-        --contexts "$TMP/contexts" "$@" 2>/dev/null |
+        --contexts "$TMP/contexts" "$@" 2>"$TMP/bench.err" |
         tail -1
+    grep -h -e 'could not be written' -e '^warning' "$TMP/bench.err" | grep -v '; 0 key(s)' >&2 || true
 }

@@ -811,6 +811,24 @@ pub enum ReplicaError {
 /// Something about one key.
 type Keyed<T> = (Vec<u8>, T);
 
+/// Give the calling thread the lowest CPU priority. The scanner's work
+/// (a donor's partition scans, anti-entropy, hint delivery) is background
+/// work: on cores the clients keep busy it should take what they leave,
+/// like RocksDB's flushes and compactions, not queue requests behind it.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux the nice value belongs to the thread, and `setpriority`
+        // with the thread's id changes only that thread. Lowering needs no
+        // privilege; should it fail, the scans merely compete as before.
+        // SAFETY: plain syscalls on this thread's own id.
+        let tid = unsafe { libc::gettid() };
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) } != 0 {
+            log::warn!("could not lower the scanner thread's CPU priority");
+        }
+    }
+}
+
 /// A handle on all shards of this node's replica store.
 #[derive(Clone)]
 pub struct Replica {
@@ -842,7 +860,7 @@ impl Replica {
         let commit = sync_writes.then(|| GroupCommit::start(store.clone())).transpose()?;
         let floor = Arc::new(DotFloor::load(store.as_ref())?);
         let retire = Arc::new(RetireFilter::default());
-        let thread = || {
+        let thread = |background: bool| {
             let (store, stats, digests, floor, retire) = (
                 store.clone(),
                 stats.clone(),
@@ -850,18 +868,23 @@ impl Replica {
                 floor.clone(),
                 retire.clone(),
             );
-            SyncArbiter::start(1, move || ReplicaShard {
-                store: store.clone(),
-                stats: stats.clone(),
-                digests: digests.clone(),
-                floor: floor.clone(),
-                retire: retire.clone(),
+            SyncArbiter::start(1, move || {
+                if background {
+                    lower_thread_priority();
+                }
+                ReplicaShard {
+                    store: store.clone(),
+                    stats: stats.clone(),
+                    digests: digests.clone(),
+                    floor: floor.clone(),
+                    retire: retire.clone(),
+                }
             })
         };
-        let addrs = (0..shards.max(1)).map(|_| thread()).collect();
+        let addrs = (0..shards.max(1)).map(|_| thread(false)).collect();
         Ok(Replica {
             shards: Arc::new(addrs),
-            scanner: thread(),
+            scanner: thread(true),
             store,
             stats,
             digests,
@@ -1141,5 +1164,25 @@ impl Replica {
     /// Size figures.
     pub fn stats(&self) -> StoreStats {
         self.store.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn lowering_the_priority_changes_only_the_calling_thread() {
+        // SAFETY: plain syscalls on this thread's own id and the process's.
+        let nice_of = |tid: libc::pid_t| unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
+        let here = unsafe { libc::gettid() };
+        let before = nice_of(here);
+        let lowered = std::thread::spawn(move || {
+            super::lower_thread_priority();
+            nice_of(unsafe { libc::gettid() })
+        })
+        .join()
+        .expect("the test thread ran");
+        assert_eq!(lowered, 19);
+        assert_eq!(nice_of(here), before);
     }
 }
