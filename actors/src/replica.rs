@@ -835,8 +835,9 @@ pub struct Replica {
     shards: Arc<Vec<Addr<ReplicaShard>>>,
     /// A thread for range scans and other background reads (anti-entropy,
     /// transfers, handoff), so a long scan never holds up the client
-    /// requests queued on a shard. Reads need no shard: each sees a
-    /// consistent view of the store by itself.
+    /// requests queued on a shard; it runs at the lowest CPU priority.
+    /// Reads need no shard: each sees a consistent view of the store by
+    /// itself.
     scanner: Addr<ReplicaShard>,
     store: Arc<dyn Store>,
     stats: Arc<NodeStats>,
