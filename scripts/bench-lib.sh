@@ -62,5 +62,5 @@ bench() { # the runs share their write contexts, so no run adds siblings
     "$BENCH" --target dynamo --endpoints "$EP" --keys "$KEYS" --value-size "$VALUE_SIZE" --clients 64 --json \
         --contexts "$TMP/contexts" "$@" 2>"$TMP/bench.err" |
         tail -1
-    grep -h -e 'could not be written' -e '^warning' "$TMP/bench.err" | grep -v '; 0 key(s)' >&2 || true
+    grep -h -e 'could not be written' -e 'failed, by kind' -e '^warning' "$TMP/bench.err" | grep -v '; 0 key(s)' >&2 || true
 }

@@ -311,15 +311,15 @@ impl Object {
     /// every version some other version has seen. Commutative, associative
     /// and idempotent, so replicas may exchange objects in any order.
     pub fn sync(&self, other: &Object) -> Object {
-        let mut all: Vec<Version> = self.versions.iter().chain(other.versions.iter()).cloned().collect();
-        all.sort_by(|a, b| a.dot.cmp(&b.dot));
-        all.dedup_by(|a, b| a.dot == b.dot);
-        let survivors = all
-            .iter()
-            .filter(|v| !all.iter().any(|w| w.dominates(v)))
-            .cloned()
-            .collect();
-        Object::from_versions(survivors)
+        // Only the survivors are copied: values are the bulk of an object.
+        let all = self.versions.iter().chain(&other.versions).collect();
+        Object::from_versions(survivors(all).into_iter().cloned().collect())
+    }
+
+    /// [`Object::sync`] of two objects the caller no longer needs: moves
+    /// the surviving versions instead of copying them.
+    pub fn sync_owned(self, other: Object) -> Object {
+        Object::from_versions(survivors(self.versions.into_iter().chain(other.versions).collect()))
     }
 
     /// How many of the siblings `actors` minted.
@@ -383,8 +383,30 @@ impl Object {
     /// invariants (no duplicate dots, no dominated version) whatever the
     /// source sent.
     pub fn from_untrusted(versions: Vec<Version>) -> Object {
-        Object::empty().sync(&Object { versions })
+        Object::from_versions(survivors(versions))
     }
+
+    /// This object with its invariants re-checked, for one that was decoded
+    /// from bytes (see [`Object::from_untrusted`]).
+    pub fn checked(self) -> Object {
+        Object::from_untrusted(self.versions)
+    }
+}
+
+/// The versions of `all` that no other one has seen, one per dot (the first
+/// given wins a tie): the union step of DVV `sync`, over owned versions or
+/// references alike.
+fn survivors<V: std::borrow::Borrow<Version>>(mut all: Vec<V>) -> Vec<V> {
+    all.sort_by(|a, b| a.borrow().dot.cmp(&b.borrow().dot));
+    all.dedup_by(|a, b| a.borrow().dot == b.borrow().dot);
+    let dominated: Vec<bool> = all
+        .iter()
+        .map(|v| all.iter().any(|w| w.borrow().dominates(v.borrow())))
+        .collect();
+    all.into_iter()
+        .zip(dominated)
+        .filter_map(|(v, dominated)| (!dominated).then_some(v))
+        .collect()
 }
 
 #[cfg(test)]

@@ -133,10 +133,18 @@ pub fn hint_prefix(owner: &str) -> Vec<u8> {
 
 /// Encode an object for storage.
 pub fn encode_object(object: &Object) -> Vec<u8> {
-    let mut out = vec![OBJECT_FORMAT_V1];
+    // Sized first, so the value bytes are copied once, into a buffer that
+    // never grows.
+    let mut out = Vec::with_capacity(encoded_len(object));
+    out.push(OBJECT_FORMAT_V1);
     // Serialising into a Vec cannot fail for these plain types.
-    out.extend(postcard::to_allocvec(object).unwrap_or_default());
+    let _ = postcard::to_io(object, &mut out);
     out
+}
+
+/// The length of [`encode_object`]'s bytes, without encoding.
+pub fn encoded_len(object: &Object) -> usize {
+    1 + postcard::serialize_with_flavor::<_, _, usize>(object, postcard::ser_flavors::Size::default()).unwrap_or(0)
 }
 
 /// Decode a stored object, re-checking its invariants.
@@ -144,7 +152,7 @@ pub fn decode_object(bytes: &[u8]) -> Result<Object, StoreError> {
     match bytes.split_first() {
         Some((&OBJECT_FORMAT_V1, rest)) => {
             let object: Object = postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            Ok(Object::from_untrusted(object.versions().to_vec()))
+            Ok(object.checked())
         }
         Some((format, _)) => Err(StoreError::Corrupt(format!("unknown object format {format}"))),
         None => Err(StoreError::Corrupt("empty record".into())),

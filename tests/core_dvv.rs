@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use dynamo_core::storage::{decode_object, encode_object, encoded_len};
 use dynamo_core::{Actor, Object, Retired, Value, VersionVector};
 use proptest::prelude::*;
 
@@ -257,6 +258,13 @@ proptest! {
         prop_assert_eq!(a.sync(&b), b.sync(&a));
         prop_assert_eq!(a.sync(&b).sync(&c), a.sync(&b.sync(&c)));
         prop_assert_eq!(a.sync(&a), a.clone());
+        // Merging by value is the same merge.
+        prop_assert_eq!(a.clone().sync_owned(b.clone()), a.sync(&b));
+        prop_assert_eq!(a.clone().sync_owned(a.clone()), a.clone());
+        // Stored bytes: sized exactly, and decoded to the same object.
+        let encoded = encode_object(&a);
+        prop_assert_eq!(encoded.len(), encoded_len(&a));
+        prop_assert_eq!(decode_object(&encoded).ok(), Some(a.clone()));
         // The merge never drops a version nothing in the other side has seen.
         let merged = a.sync(&b);
         for v in a.versions().iter().chain(b.versions()) {

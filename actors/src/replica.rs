@@ -418,12 +418,15 @@ impl Handler<LocalMergePulled> for ReplicaShard {
     type Result = Result<(), StoreError>;
     fn handle(&mut self, msg: LocalMergePulled, _: &mut Self::Context) -> Self::Result {
         // Merged objects by key, so a key sent twice merges with itself.
+        // The chunk is this handler's to consume: its versions are moved
+        // into the merged objects, not copied (values are most of a
+        // transfer's bytes).
         type Stored = Option<(bool, Vec<u8>)>;
-        let mut pending: std::collections::HashMap<&[u8], (Object, Stored)> = Default::default();
-        for (key, object) in &msg.items {
-            let (current, old) = match pending.remove(key.as_slice()) {
+        let mut pending: std::collections::HashMap<Vec<u8>, (Object, Stored)> = Default::default();
+        for (key, object) in msg.items {
+            let (current, old) = match pending.remove(&key) {
                 Some(entry) => entry,
-                None => match self.read(key)? {
+                None => match self.read(&key)? {
                     Some((o, bytes)) => {
                         let deleted = o.is_deleted();
                         (o, Some((deleted, bytes)))
@@ -431,10 +434,10 @@ impl Handler<LocalMergePulled> for ReplicaShard {
                     None => (Object::default(), None),
                 },
             };
-            pending.insert(key, (self.retire.settle(current.sync(object)), old));
+            pending.insert(key, (self.retire.settle(current.sync_owned(object)), old));
         }
         let mut writes = Vec::with_capacity(pending.len());
-        let mut digests = Vec::with_capacity(pending.len());
+        let mut olds = Vec::with_capacity(pending.len());
         let mut written = Vec::with_capacity(pending.len());
         for (key, (merged, old)) in pending {
             let encoded = encode_object(&merged);
@@ -442,17 +445,16 @@ impl Handler<LocalMergePulled> for ReplicaShard {
                 continue;
             }
             let was_deleted = old.as_ref().is_some_and(|(deleted, _)| *deleted);
-            let old = old.map(|(_, bytes)| bytes);
             let mark = TombstoneMark::between(was_deleted, merged.is_deleted());
-            digests.push((key, old));
-            writes.push((key.to_vec(), encoded, mark));
+            olds.push(old.map(|(_, bytes)| bytes));
+            writes.push((key, encoded, mark));
             written.push(merged);
         }
         self.store.put_unlogged(&writes)?;
         for object in &written {
             self.retire.stored(object);
         }
-        for ((key, old), (_, encoded, _)) in digests.into_iter().zip(&writes) {
+        for (old, (key, encoded, _)) in olds.into_iter().zip(&writes) {
             self.digests.apply(key, old.as_deref(), Some(encoded));
         }
         Ok(())

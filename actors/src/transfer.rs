@@ -28,7 +28,7 @@ use dynamo_core::membership::{ClusterState, MemberState};
 use dynamo_core::merkle::{key_digest, leaf_of_position, leaves_per_partition, partition_range, MerkleTree};
 use dynamo_core::pace::Pacer;
 use dynamo_core::ring::ring_position;
-use dynamo_core::storage::encode_object;
+use dynamo_core::storage::{encode_object, encoded_len};
 use dynamo_core::wire::{PeerRequest, PeerResponse, MAX_AE_ITEMS};
 use dynamo_core::{NodeId, Object};
 
@@ -432,10 +432,7 @@ struct Job {
 
 /// Bytes a chunk of data weighs, as scans and the rate limit count them.
 fn weight(items: &[(Vec<u8>, Object)]) -> u64 {
-    items
-        .iter()
-        .map(|(k, o)| (k.len() + encode_object(o).len()) as u64)
-        .sum()
+    items.iter().map(|(k, o)| (k.len() + encoded_len(o)) as u64).sum()
 }
 
 impl Job {

@@ -130,6 +130,8 @@ struct Live {
     ops: AtomicU64,
     errors: AtomicU64,
     preload_failed: AtomicU64,
+    /// Failed preload attempts by kind (each key is tried three times).
+    preload_errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The time frame of a run: load from `start`, measured from `warm_end` to `end`.
@@ -204,6 +206,11 @@ fn run() -> Result<i32> {
             t0.elapsed().as_secs_f64(),
             failed
         );
+        if let Ok(kinds) = live.preload_errors.lock() {
+            if !kinds.is_empty() {
+                eprintln!("preload attempts that failed, by kind: {kinds:?}");
+            }
+        }
         if Instant::now() >= deadline {
             eprintln!("warning: preload stopped at its time limit; some keys were not written");
         }
@@ -403,7 +410,14 @@ fn preload_thread(
                                 written = true;
                                 break;
                             }
-                            _ => {
+                            failed => {
+                                let kind = match failed {
+                                    Ok(Err(kind)) => kind,
+                                    _ => "timeout".to_string(),
+                                };
+                                if let Ok(mut kinds) = live.preload_errors.lock() {
+                                    *kinds.entry(kind).or_default() += 1;
+                                }
                                 live.errors.fetch_add(1, Ordering::Relaxed);
                                 actix_rt::time::sleep(Duration::from_millis(50)).await;
                             }
