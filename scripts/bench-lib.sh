@@ -44,8 +44,12 @@ start() { # K
         --data-dir "$TMP/node$1" --seeds "$SEEDS" > "$TMP/node$1.log" 2>&1 &
     PIDS[$1]=$!
 }
-members_up() { # K COUNT: node K sees COUNT members up
-    curl -sf "127.0.0.1:18${PORT}$1/status" | jq -e "[.members[] | select(.status == \"up\")] | length == $2" >/dev/null
+members_up() { # K COUNT: node K serves (has a ring) and sees COUNT members up
+    # Members show as up a moment before the first ring reaches every node;
+    # until then a node answers 503 "not serving yet", and a load started on
+    # member status alone saw its first writes refused.
+    curl -sf "127.0.0.1:18${PORT}$1/health" >/dev/null &&
+        curl -sf "127.0.0.1:18${PORT}$1/status" | jq -e "[.members[] | select(.status == \"up\")] | length == $2" >/dev/null
 }
 wait_until() { # DESC TIMEOUT CMD...
     local desc=$1 t=$2; shift 2
