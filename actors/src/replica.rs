@@ -5,10 +5,11 @@
 //! [`Object::update`] and [`Object::sync`]. A node standing in for a down
 //! owner (sloppy quorum) keeps what it receives as a **hint** for that owner,
 //! in its own keyspace, until hinted handoff has delivered it. Storage calls block, so each
-//! shard is a [`SyncArbiter`] actor on its own thread; a key always goes to
-//! the same shard, which makes every read-modify-write of a key atomic
-//! without locks. Many shards keep many writes in flight, which is what
-//! lets RocksDB group their WAL writes and fsyncs.
+//! shard is a [`SyncArbiter`] actor on its own thread; a key's writes always
+//! go to the same shard, which makes every read-modify-write of a key
+//! atomic without locks. Many shards keep many writes in flight, which is
+//! what lets RocksDB group their WAL writes and fsyncs. Point reads need no
+//! shard and run on the caller's thread (see [`Replica::get`]).
 //!
 //! Every change of a key's stored object also updates the node's Merkle
 //! leaf digests ([`DigestTable`]), so anti-entropy never rebuilds a tree to
