@@ -5,7 +5,7 @@
 //! [`Object::update`] and [`Object::sync`]. A node standing in for a down
 //! owner (sloppy quorum) keeps what it receives as a **hint** for that owner,
 //! in its own keyspace, until hinted handoff has delivered it. Storage calls block, so each
-//! shard is a [`SyncArbiter`] actor on its own thread; a key's writes always
+//! shard is an actor alone on its own [`Arbiter`] thread; a key's writes always
 //! go to the same shard, which makes every read-modify-write of a key
 //! atomic without locks. Many shards keep many writes in flight, which is
 //! what lets RocksDB group their WAL writes and fsyncs. Point reads need no
@@ -283,8 +283,15 @@ impl ReplicaShard {
     }
 }
 
+/// Messages a shard's mailbox holds before senders wait their turn.
+const SHARD_MAILBOX: usize = 256;
+
 impl Actor for ReplicaShard {
-    type Context = SyncContext<Self>;
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(SHARD_MAILBOX);
+    }
 }
 
 impl Handler<LocalUpdate> for ReplicaShard {
@@ -848,16 +855,21 @@ impl Replica {
                 floor.clone(),
                 retire.clone(),
             );
-            SyncArbiter::start(1, move || {
+            // An arbiter of its own rather than a `SyncArbiter`: that one
+            // forwards every message through an actor on the thread that
+            // started it (here the node's main thread, which also serves
+            // peers), a third thread switch per message, and its worker
+            // spins in `sched_yield` each time its queue runs dry.
+            ReplicaShard::start_in_arbiter(&Arbiter::new().handle(), move |_| {
                 if background {
                     lower_thread_priority();
                 }
                 ReplicaShard {
-                    store: store.clone(),
-                    stats: stats.clone(),
-                    digests: digests.clone(),
-                    floor: floor.clone(),
-                    retire: retire.clone(),
+                    store,
+                    stats,
+                    digests,
+                    floor,
+                    retire,
                 }
             })
         };
