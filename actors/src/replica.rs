@@ -292,6 +292,12 @@ impl Actor for ReplicaShard {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(SHARD_MAILBOX);
     }
+
+    /// The arbiter is this shard's alone: once the replica's handles are
+    /// gone and the shard stops, its thread ends too.
+    fn stopped(&mut self, _: &mut Self::Context) {
+        Arbiter::current().stop();
+    }
 }
 
 impl Handler<LocalUpdate> for ReplicaShard {
