@@ -46,6 +46,10 @@ const BLOB_GC_OFF: f64 = 0.2;
 /// looks at the blob garbage: about a memtable, since garbage only changes
 /// when flushes and compactions run.
 const BLOB_GC_CHECK_BYTES: u64 = 16 * 1024 * 1024;
+/// Bytes of blob files (live values and garbage) whose live values one
+/// compaction relocates while GC is on: the oldest files up to this size,
+/// and at least one.
+const BLOB_GC_BYTES_PER_COMPACTION: u64 = 64 * 1024 * 1024;
 
 /// A RocksDB-backed store.
 pub struct RocksStore {
@@ -57,6 +61,9 @@ pub struct RocksStore {
     since_gc_check: AtomicU64,
     /// Whether blob GC is on, per entry of [`BLOB_CFS`].
     blob_gc: [AtomicBool; BLOB_CFS.len()],
+    /// The blob GC age cutoff last set, as `f64` bits, per entry of
+    /// [`BLOB_CFS`] (0: not set since GC went on).
+    blob_gc_cutoff: [AtomicU64; BLOB_CFS.len()],
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -138,6 +145,7 @@ impl RocksStore {
             db: RwLock::new(Some(db)),
             since_gc_check: AtomicU64::new(0),
             blob_gc: Default::default(),
+            blob_gc_cutoff: Default::default(),
         };
         // Garbage left by an earlier run counts from the start.
         store.check_blob_gc(&store.db()?);
@@ -163,12 +171,31 @@ impl RocksStore {
     /// at 1 GiB a node). Run only while garbage is plentiful, it relocates
     /// the oldest files when they are mostly garbage, and costs nothing
     /// while there is little to reclaim.
+    ///
+    /// While it runs, each compaction takes only the oldest files, up to
+    /// [`BLOB_GC_BYTES_PER_COMPACTION`]: after a handover drops a quarter of
+    /// every file's keys at once, RocksDB's default of a quarter of the
+    /// files was some 190 MB per compaction, rewritten on every donor within
+    /// the same few seconds, and client requests queued behind it.
     fn check_blob_gc(&self, db: &DbGuard<'_>) {
-        for (name, on) in BLOB_CFS.iter().zip(&self.blob_gc) {
+        for ((name, on), last_cutoff) in BLOB_CFS.iter().zip(&self.blob_gc).zip(&self.blob_gc_cutoff) {
             let Ok(cf) = db.cf(name) else { continue };
             let (live, garbage) = blob_bytes(db, cf);
             let was = on.load(Ordering::Relaxed);
             let wanted = blob_gc_wanted(was, live, garbage);
+            if wanted {
+                let cutoff = blob_gc_age_cutoff(blob_files(db, cf), live);
+                if cutoff.to_bits() != last_cutoff.load(Ordering::Relaxed) {
+                    let value = cutoff.to_string();
+                    let option = [("blob_garbage_collection_age_cutoff", value.as_str())];
+                    match db.db().set_options_cf(cf, &option) {
+                        Ok(()) => last_cutoff.store(cutoff.to_bits(), Ordering::Relaxed),
+                        Err(e) => log::warn!("cannot set the blob GC age cutoff for {name}: {e}"),
+                    }
+                }
+            } else {
+                last_cutoff.store(0, Ordering::Relaxed);
+            }
             if wanted == was {
                 continue;
             }
@@ -241,6 +268,34 @@ fn blob_bytes(db: &DbGuard<'_>, cf: &rocksdb::ColumnFamily) -> (u64, u64) {
         prop("rocksdb.live-blob-file-size"),
         prop("rocksdb.live-blob-file-garbage-size"),
     )
+}
+
+/// Blob files of a column family.
+fn blob_files(db: &DbGuard<'_>, cf: &rocksdb::ColumnFamily) -> u64 {
+    db.db()
+        .property_int_value_cf(cf, "rocksdb.num-blob-files")
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// Blob files GC takes per compaction, of `files` holding `bytes` in all:
+/// as many of the oldest as fit in [`BLOB_GC_BYTES_PER_COMPACTION`] at the
+/// files' average size, at least one.
+fn blob_gc_files_per_compaction(files: u64, bytes: u64) -> u64 {
+    let per_file = (bytes / files.max(1)).max(1);
+    (BLOB_GC_BYTES_PER_COMPACTION / per_file).clamp(1, files.max(1))
+}
+
+/// The age cutoff that has GC take [`blob_gc_files_per_compaction`] files.
+/// RocksDB takes the oldest `cutoff × files` files, rounded down, so half a
+/// file more keeps the count from rounding to one fewer.
+fn blob_gc_age_cutoff(files: u64, bytes: u64) -> f64 {
+    if files == 0 {
+        return 1.0;
+    }
+    let take = blob_gc_files_per_compaction(files, bytes);
+    ((take as f64 + 0.5) / files as f64).min(1.0)
 }
 
 /// Whether blob GC should run for a column family with `live` blob bytes,
@@ -505,6 +560,30 @@ mod tests {
         assert!(blob_gc_wanted(true, 1000, 201));
         assert!(!blob_gc_wanted(false, 1000, 300));
         assert!(!blob_gc_wanted(true, 1000, 200));
+    }
+
+    #[test]
+    fn blob_gc_takes_the_oldest_files_up_to_its_budget() {
+        const MIB: u64 = 1024 * 1024;
+        for files in 1..300u64 {
+            for per_file in [MIB, 15 * MIB, 64 * MIB, 200 * MIB] {
+                let bytes = files * per_file;
+                let cutoff = blob_gc_age_cutoff(files, bytes);
+                assert!(cutoff > 0.0 && cutoff <= 1.0, "{cutoff}");
+                // RocksDB's own arithmetic: the oldest `cutoff × files` files.
+                let taken = (cutoff * files as f64) as u64;
+                assert_eq!(
+                    taken,
+                    blob_gc_files_per_compaction(files, bytes),
+                    "{files} files of {per_file}"
+                );
+                assert!((1..=files).contains(&taken));
+                assert!(taken == 1 || taken * per_file <= BLOB_GC_BYTES_PER_COMPACTION);
+            }
+        }
+        // 120 files of 15 MiB (a flush each): four at a time.
+        assert_eq!(blob_gc_files_per_compaction(120, 120 * 15 * MIB), 4);
+        assert_eq!(blob_gc_age_cutoff(0, 0), 1.0);
     }
 
     /// Overwrites leave the first values' blob files mostly garbage but
