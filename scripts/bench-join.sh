@@ -5,8 +5,11 @@
 # what rate, and how long until the old owners have handed over and
 # dropped what they no longer replicate.
 #
-# Usage: scripts/bench-join.sh [--no-build] [--duration S] [--keys N] [--value-size B]
-# (1 GiB: --keys 262144 --value-size 4096 --duration 60)
+# Usage: scripts/bench-join.sh [--no-build] [--duration S] [--keys N] [--value-size B] [--rate R]
+# (1 GiB: --keys 262144 --value-size 4096 --duration 60). With --rate the
+# load is R ops/s and the maximum is not probed: a 10 s probe varies by
+# 10-20 % between runs, so builds compared at "half the maximum" otherwise
+# carry different loads.
 NAME=bench-join
 PORT=20
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
@@ -28,9 +31,14 @@ for k in 1 2 3; do wait_until "node$k ready" 60 members_up $k 3; done
 T_LOAD=$SECONDS
 bench --op get --preload --preload-timeout-s 1800 --duration-s 1 --warmup-s 0 > /dev/null
 echo "preloaded $KEYS keys of $VALUE_SIZE B in $((SECONDS - T_LOAD)) s" >&2
-MAX=$(bench --op mixed --duration-s 10 | jq .throughput_ops_s)
-RATE=$(printf '%.0f' "$(echo "$MAX / 2" | bc -l)")
-echo "max mixed throughput: $MAX ops/s; load at half: $RATE ops/s" >&2
+if [ -n "$LOAD_RATE" ]; then
+    RATE=$LOAD_RATE
+    echo "load: $RATE ops/s (given, maximum not probed)" >&2
+else
+    MAX=$(bench --op mixed --duration-s 10 | jq .throughput_ops_s)
+    RATE=$(printf '%.0f' "$(echo "$MAX / 2" | bc -l)")
+    echo "max mixed throughput: $MAX ops/s; load at half: $RATE ops/s" >&2
+fi
 BASE=$(bench --op mixed --rate "$RATE" --duration-s "$DURATION")
 echo "before the join: $BASE" >&2
 

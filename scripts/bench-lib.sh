@@ -1,7 +1,8 @@
 # Shared by the cluster benchmarks (bench-ae.sh, bench-join.sh, ...);
 # sourced, not run. Before sourcing set NAME (the temp dir's name) and PORT
 # (a two-digit prefix: node K gets HTTP on 18<PORT>K and peers on
-# 19<PORT>K). Parses [--no-build] [--duration S] [--keys N] [--value-size B],
+# 19<PORT>K). Parses [--no-build] [--duration S] [--keys N] [--value-size B]
+# [--rate R] (LOAD_RATE: a fixed load for the scripts that take one),
 # builds, and provides: start K, members_up K COUNT, wait_until DESC
 # TIMEOUT CMD..., bench ARGS... (its runs share one file of write
 # contexts), and the variables BIN, BENCH, TMP, DURATION, KEYS, VALUE_SIZE,
@@ -13,13 +14,15 @@ BUILD=true
 DURATION=30
 KEYS=10000
 VALUE_SIZE=1024
+LOAD_RATE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) BUILD=false ;;
         --duration) DURATION="${2:?}"; shift ;;
         --keys) KEYS="${2:?}"; shift ;;
         --value-size) VALUE_SIZE="${2:?}"; shift ;;
-        *) echo "usage: $0 [--no-build] [--duration S] [--keys N] [--value-size B]" >&2; exit 2 ;;
+        --rate) LOAD_RATE="${2:?}"; shift ;;
+        *) echo "usage: $0 [--no-build] [--duration S] [--keys N] [--value-size B] [--rate R]" >&2; exit 2 ;;
     esac
     shift
 done
