@@ -24,9 +24,7 @@ bench --op get --preload --duration-s 1 --warmup-s 0 > /dev/null
 # The client load uses other keys (bench-100000..), so only anti-entropy
 # can bring the preloaded ones back to node3.
 load() { bench --key-offset 100000 "$@"; }
-MAX=$(load --op mixed --duration-s 10 | jq .throughput_ops_s)
-RATE=$(printf '%.0f' "$(echo "$MAX / 2" | bc -l)")
-echo "max mixed throughput: $MAX ops/s; load at half: $RATE ops/s" >&2
+RATE=$(half_load load --op mixed --duration-s 10)
 BASE=$(load --op mixed --rate "$RATE" --duration-s "$DURATION")
 echo "no repair: $BASE" >&2
 

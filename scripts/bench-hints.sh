@@ -45,7 +45,7 @@ bench12 --op get --preload --keys "$KEYS" --key-offset 500000 --duration-s 1 --w
 HINTS=$(pending)
 echo "hints pending: $HINTS" >&2
 
-RATE=$(printf '%.0f' "$(echo "$(echo "$UP" | jq .throughput_ops_s) / 2" | bc -l)")
+RATE=${LOAD_RATE:-$(printf '%.0f' "$(echo "$(echo "$UP" | jq .throughput_ops_s) / 2" | bc -l)")}
 load() { bench12 --op mixed --rate "$RATE" --keys "$KEYS" --key-offset 500000 --warmup-s 1 "$@"; }
 BASE=$(load --duration-s 10)
 echo "load without handoff: $BASE" >&2

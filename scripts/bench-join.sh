@@ -31,14 +31,7 @@ for k in 1 2 3; do wait_until "node$k ready" 60 members_up $k 3; done
 T_LOAD=$SECONDS
 bench --op get --preload --preload-timeout-s 1800 --duration-s 1 --warmup-s 0 > /dev/null
 echo "preloaded $KEYS keys of $VALUE_SIZE B in $((SECONDS - T_LOAD)) s" >&2
-if [ -n "$LOAD_RATE" ]; then
-    RATE=$LOAD_RATE
-    echo "load: $RATE ops/s (given, maximum not probed)" >&2
-else
-    MAX=$(bench --op mixed --duration-s 10 | jq .throughput_ops_s)
-    RATE=$(printf '%.0f' "$(echo "$MAX / 2" | bc -l)")
-    echo "max mixed throughput: $MAX ops/s; load at half: $RATE ops/s" >&2
-fi
+RATE=$(half_load bench --op mixed --duration-s 10)
 BASE=$(bench --op mixed --rate "$RATE" --duration-s "$DURATION")
 echo "before the join: $BASE" >&2
 

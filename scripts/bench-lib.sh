@@ -2,9 +2,8 @@
 # sourced, not run. Before sourcing set NAME (the temp dir's name) and PORT
 # (a two-digit prefix: node K gets HTTP on 18<PORT>K and peers on
 # 19<PORT>K). Parses [--no-build] [--duration S] [--keys N] [--value-size B]
-# [--rate R] (LOAD_RATE: a fixed load for the scripts that take one),
-# builds, and provides: start K, members_up K COUNT, wait_until DESC
-# TIMEOUT CMD..., bench ARGS... (its runs share one file of write
+# [--rate R], builds, and provides: start K, members_up K COUNT, wait_until DESC
+# TIMEOUT CMD..., half_load CMD..., bench ARGS... (its runs share one file of write
 # contexts), and the variables BIN, BENCH, TMP, DURATION, KEYS, VALUE_SIZE,
 # EP.
 set -euo pipefail
@@ -70,4 +69,17 @@ bench() { # the runs share their write contexts, so no run adds siblings
         --contexts "$TMP/contexts" "$@" 2>"$TMP/bench.err" |
         tail -1
     grep -h -e 'could not be written' -e 'failed, by kind' -e '^warning' "$TMP/bench.err" | grep -v '; 0 key(s)' >&2 || true
+}
+half_load() { # CMD...: the load a script runs, --rate R if given, else half
+    # the throughput the bench run CMD measures (printed to stderr)
+    if [ -n "$LOAD_RATE" ]; then
+        echo "load: $LOAD_RATE ops/s (given, maximum not probed)" >&2
+        echo "$LOAD_RATE"
+        return
+    fi
+    local max rate
+    max=$("$@" | jq .throughput_ops_s)
+    rate=$(printf '%.0f' "$(echo "$max / 2" | bc -l)")
+    echo "max throughput: $max ops/s; load at half: $rate ops/s" >&2
+    echo "$rate"
 }

@@ -17,9 +17,7 @@ ROUND=30
 for k in 1 2 3; do start $k; done
 for k in 1 2 3; do wait_until "node$k ready" 60 members_up $k 3; done
 bench --op get --preload --preload-timeout-s 1800 --duration-s 1 --warmup-s 0 > /dev/null
-MAX=$(bench --op put --duration-s 10 | jq .throughput_ops_s)
-RATE=$(printf '%.0f' "$(echo "$MAX / 2" | bc -l)")
-echo "max PUT throughput: $MAX ops/s; load at half: $RATE ops/s" >&2
+RATE=$(half_load bench --op put --duration-s 10)
 
 gc_state() { # K: on or off, by the node's last blob GC log line for data
     local last
