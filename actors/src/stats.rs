@@ -75,9 +75,9 @@ impl Foreground {
         }
     }
 
-    /// The fast and quiet client latency averages.
+    /// The recent and quiet client latencies.
     pub fn averages(&self) -> (Option<Duration>, Option<Duration>) {
-        self.lock().averages()
+        self.lock().averages(Instant::now())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Admission> {
