@@ -230,6 +230,60 @@ fn a_joining_node_that_crashes_mid_transfer_resumes_and_loses_nothing() {
     check_all(&c, &[0, 1, 2, 3], &keys);
 }
 
+/// The pulls `node` has in flight with some keys done: (partition, peer).
+fn pulls_in_flight(c: &Cluster, node: usize) -> Option<Vec<(u64, String)>> {
+    let s = try_http("GET", &c.url(node, "/status"), &[], None, Duration::from_secs(2)).ok()?;
+    let v: Value = serde_json::from_slice(&s.body).ok()?;
+    let pulls = v["transfers"]
+        .as_array()?
+        .iter()
+        .filter(|t| t["kind"] == "pull")
+        .filter_map(|t| {
+            Some((
+                t["partition"].as_u64()?,
+                t["peer"].as_str()?.to_string(),
+                t["keys"].as_u64()?,
+            ))
+        })
+        .filter(|(_, _, keys)| *keys > 0)
+        .map(|(p, peer, _)| (p, peer))
+        .collect();
+    Some(pulls)
+}
+
+#[test]
+fn a_donor_that_crashes_mid_transfer_is_replaced_and_nothing_is_lost() {
+    // Slow transfers, so the crash lands in the middle of one.
+    let mut c = Cluster::start(3, Opts::args(&["--transfer-bytes-per-sec", "16000"]));
+    let keys = load(&c, 3);
+    let joiner = c.add_node(&[]);
+    let (partition, peer) = poll("a pull in flight on node4", Duration::from_secs(30), || {
+        pulls_in_flight(&c, joiner)?.into_iter().next()
+    });
+    let donor = (0..3)
+        .find(|&i| node_id(i) == peer)
+        .unwrap_or_else(|| panic!("node4 pulls from an unknown peer {peer}"));
+    let pulled = |c: &Cluster| c.status(joiner)["rebalance"]["partitions_pulled"].as_u64();
+    let before = pulled(&c).unwrap_or_else(|| panic!("{}", c.status(joiner)));
+    c.kill(donor);
+    // With the donor dead, the partition is pulled on from another replica
+    // and the join goes on: more partitions are pulled before it is back.
+    poll("the pull to leave the dead donor", Duration::from_secs(30), || {
+        let pulls = pulls_in_flight(&c, joiner)?;
+        (!pulls.iter().any(|(p, from)| *p == partition && *from == peer)).then_some(())
+    });
+    poll(
+        "a partition pulled with the donor dead",
+        Duration::from_secs(30),
+        || (pulled(&c)? > before).then_some(()),
+    );
+    c.spawn(donor);
+    c.wait_healthy(donor);
+    let members: Vec<String> = (0..4).map(node_id).collect();
+    wait_stable(&c, &[0, 1, 2, 3], &members, Duration::from_secs(90));
+    check_all(&c, &[0, 1, 2, 3], &keys);
+}
+
 /// Whether any version `node` stores for `key` has a clock entry of `actor`
 /// (a node id: any of its incarnations).
 fn clock_mentions(c: &Cluster, node: usize, key: &[u8], actor: &str) -> bool {
