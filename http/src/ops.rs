@@ -393,7 +393,7 @@ fn schemas() -> Value {
                 },
                 "admission": {
                     "type": "object",
-                    "description": "Admission control of background work (partition transfers): mean client request latency over the last few tenths of a second, and a moving average over some seconds in which no background work ran, and how often and how long background steps were held back because clients were slower than 1.5 times the quiet figure.",
+                    "description": "Admission control of background work (partition transfers): mean client request latency over the last few tenths of a second, and a moving average over some seconds in which no background work ran, and how often and how long background steps were held back because clients were slower than background_latency_percent (by default 150 %) of the quiet figure.",
                     "properties": {
                         "client_latency_ms": {"type": "number", "minimum": 0, "nullable": true},
                         "quiet_latency_ms": {"type": "number", "minimum": 0, "nullable": true},
