@@ -654,6 +654,20 @@ impl Cluster {
             if ids != expected_ids {
                 return Err(format!("{} lists members {ids:?}, want {expected_ids:?}", node_id(i)));
             }
+            // A cluster forming from seeds starts on one founder's ring and
+            // moves the others in with a target ring: until that is done,
+            // members listed as up may own nothing, and a write through one
+            // of them is forwarded to the founder alone.
+            if !v["target_ring_version"].is_null() {
+                return Err(format!(
+                    "{} is still moving to ring {}",
+                    node_id(i),
+                    v["target_ring_version"]
+                ));
+            }
+            if let Some((id, _)) = owned.iter().find(|(_, o)| *o == 0) {
+                return Err(format!("{} sees {id} owning no partition: {owned:?}", node_id(i)));
+            }
             let sum: u64 = owned.iter().map(|(_, o)| o).sum();
             if sum != self.partitions {
                 return Err(format!(
