@@ -210,7 +210,7 @@ mod tests {
     /// Quiet clients at 2 ms, one request a millisecond, for 10 s.
     fn settled() -> (Admission, Instant) {
         let mut a = Admission::default();
-        let t = feed(&mut a, Instant::now(), 10 * BUCKET * 10, MS, 2 * MS);
+        let t = feed(&mut a, Instant::now(), Duration::from_secs(10), MS, 2 * MS);
         (a, t)
     }
 
@@ -279,30 +279,25 @@ mod tests {
         let later = t + QUIET_AFTER;
         // Clients are slower now for good (a heavier load, no background):
         // the quiet measure follows, and background work may go again.
-        let t = feed(&mut a, later, 30 * BUCKET * 10, MS, 8 * MS);
+        let t = feed(&mut a, later, Duration::from_secs(30), MS, 8 * MS);
         assert_eq!(a.background(t), Duration::ZERO);
     }
 
     #[test]
     fn the_quiet_measure_spans_seconds_whatever_the_request_rate() {
-        // 2,000 requests a second at 1 ms, then one stall of 200 requests
-        // at 100 ms (a flush), then 1 ms again for a bucket: the quiet
-        // figure just before a join moves by a fraction, not a multiple.
-        let mut a = Admission::default();
-        let every = MS / 2;
-        let t = feed(&mut a, Instant::now(), 100 * BUCKET, every, MS);
-        let t = feed(&mut a, t, BUCKET, every, 100 * MS);
-        let t = feed(&mut a, t, 2 * BUCKET, every, MS);
-        let (_, quiet) = a.averages(t);
-        assert!(quiet.is_some_and(|q| q < 4 * MS), "{quiet:?}");
-        // The same at 50 requests a second: one bucket weighs no more.
-        let mut b = Admission::default();
-        let every = 20 * MS;
-        let t = feed(&mut b, Instant::now(), 100 * BUCKET, every, MS);
-        let t = feed(&mut b, t, BUCKET, every, 100 * MS);
-        let t = feed(&mut b, t, 2 * BUCKET, every, MS);
-        let (_, slow) = b.averages(t);
-        assert!(slow.is_some_and(|q| q < 4 * MS), "{slow:?}");
+        // 2,000 requests a second at 1 ms, then one stall of 100 ms
+        // requests for a bucket (a flush), then 1 ms again for two: the
+        // quiet figure just before a join moves by a fraction, not a
+        // multiple. The same at 50 requests a second: a bucket weighs no
+        // more for holding fewer requests.
+        for every in [MS / 2, 20 * MS] {
+            let mut a = Admission::default();
+            let t = feed(&mut a, Instant::now(), 100 * BUCKET, every, MS);
+            let t = feed(&mut a, t, BUCKET, every, 100 * MS);
+            let t = feed(&mut a, t, 2 * BUCKET, every, MS);
+            let (_, quiet) = a.averages(t);
+            assert!(quiet.is_some_and(|q| q < 4 * MS), "{every:?}: {quiet:?}");
+        }
     }
 
     #[test]

@@ -654,10 +654,10 @@ impl Cluster {
             if ids != expected_ids {
                 return Err(format!("{} lists members {ids:?}, want {expected_ids:?}", node_id(i)));
             }
-            // A cluster forming from seeds starts on one founder's ring and
-            // moves the others in with a target ring: until that is done,
-            // members listed as up may own nothing, and a write through one
-            // of them is forwarded to the founder alone.
+            // A cluster forming from seeds may start on a first ring that
+            // lacks some members and move them in with a target ring: until
+            // that is done, members listed as up may own nothing, and a
+            // write can find fewer than N replicas.
             if !v["target_ring_version"].is_null() {
                 return Err(format!(
                     "{} is still moving to ring {}",
