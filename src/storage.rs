@@ -69,7 +69,7 @@ pub trait Store: Send + Sync + 'static {
     /// crash of the process may lose it until [`Store::flush`] returns. Only
     /// for data that can be fetched again (a partition being pulled), never
     /// for a write someone is told is stored.
-    fn put_unlogged(&self, items: &[(Vec<u8>, Vec<u8>, TombstoneMark)]) -> Result<(), StoreError> {
+    fn put_unlogged(&self, items: &[(&[u8], &[u8], TombstoneMark)]) -> Result<(), StoreError> {
         for (key, encoded, mark) in items {
             self.put(key, encoded, *mark)?;
         }
@@ -159,6 +159,51 @@ pub fn decode_object(bytes: &[u8]) -> Result<Object, StoreError> {
     }
 }
 
+/// Decode an object from another node's store (a pulled partition), and
+/// tell whether `bytes` are exactly [`encode_object`]'s encoding of it, so
+/// that they may be stored as they are, without encoding the object again.
+/// A node only ever stores that encoding; bytes mangled into another form
+/// of the same object are not kept as they are, so that the Merkle
+/// digests of equal objects stay equal on every replica.
+pub fn decode_stored(bytes: &[u8]) -> Result<(Object, bool), StoreError> {
+    let object = decode_object(bytes)?;
+    let exact = match bytes.split_first() {
+        Some((&OBJECT_FORMAT_V1, rest)) => postcard::serialize_with_flavor(&object, Matches { rest }).unwrap_or(false),
+        _ => false,
+    };
+    Ok((object, exact))
+}
+
+/// A postcard output that stores nothing: it compares what would be
+/// written with the bytes expected, and ends as whether they were all of
+/// them.
+struct Matches<'a> {
+    rest: &'a [u8],
+}
+
+impl postcard::ser_flavors::Flavor for Matches<'_> {
+    type Output = bool;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        match self.rest.strip_prefix(data) {
+            Some(rest) => {
+                self.rest = rest;
+                Ok(())
+            }
+            // Any error stops the serializer; it is read as "no match".
+            None => Err(postcard::Error::SerializeBufferFull),
+        }
+    }
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.try_extend(&[byte])
+    }
+
+    fn finalize(self) -> postcard::Result<bool> {
+        Ok(self.rest.is_empty())
+    }
+}
+
 /// How a write changes the index of deleted keys (the keys anti-entropy
 /// considers for purging).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,6 +246,13 @@ pub fn data_key_prefix(position: u128) -> [u8; 8] {
 /// (a stored key's prefix only narrows the position to 2^64 values).
 pub fn key_in_range(stored: &[u8], from: u128, to: u128) -> Option<&[u8]> {
     let key = stored.get(8..)?;
+    let prefix = u64::from_be_bytes(stored.get(..8)?.try_into().ok()?);
+    // Strictly between the range's first and last prefix the key is in it
+    // whatever the rest of its position; only at the edges is the position
+    // (an MD5) needed.
+    if prefix > (from >> 64) as u64 && prefix < (to >> 64) as u64 {
+        return Some(key);
+    }
     let position = crate::ring::ring_position(key);
     (from..=to).contains(&position).then_some(key)
 }
@@ -451,6 +503,81 @@ impl Store for MemStore {
                 bytes: data.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum(),
             },
             Err(_) => StoreStats::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn object(values: &[&[u8]]) -> Object {
+        let mut o = Object::default();
+        for (i, v) in values.iter().enumerate() {
+            let actor = crate::Actor::new(format!("n{i}"), 1);
+            o = o
+                .update(
+                    &crate::VersionVector::default(),
+                    &actor,
+                    crate::Value::bytes(v.to_vec(), "x"),
+                    0,
+                )
+                .0;
+        }
+        o
+    }
+
+    #[test]
+    fn stored_bytes_are_kept_only_when_they_are_the_encoding() {
+        let o = object(&[b"one", b"two"]);
+        let bytes = encode_object(&o);
+        assert_eq!(decode_stored(&bytes).unwrap(), (o.clone(), true));
+        // Trailing bytes, which decoding ignores.
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode_stored(&longer).unwrap(), (o.clone(), false));
+        // The same versions in another order: the same object, other bytes.
+        #[derive(serde::Serialize)]
+        struct Versions<'a> {
+            versions: Vec<&'a crate::dvv::Version>,
+        }
+        let mut reversed = vec![OBJECT_FORMAT_V1];
+        let versions = Versions {
+            versions: o.versions().iter().rev().collect(),
+        };
+        reversed.extend(postcard::to_allocvec(&versions).unwrap());
+        assert_eq!(reversed.len(), bytes.len());
+        assert_ne!(reversed, bytes);
+        assert_eq!(decode_stored(&reversed).unwrap(), (o, false));
+    }
+
+    proptest! {
+        #[test]
+        fn any_stored_object_decodes_as_stored(values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..4)) {
+            let values: Vec<&[u8]> = values.iter().map(|v| &v[..]).collect();
+            let o = object(&values);
+            prop_assert_eq!(decode_stored(&encode_object(&o)).unwrap(), (o, true));
+        }
+
+        /// Reading the position off the stored key's prefix where it
+        /// settles the question agrees with hashing the key, for partition
+        /// ranges (whose edges fall inside a prefix) and arbitrary ones.
+        #[test]
+        fn key_in_range_agrees_with_the_keys_position(
+            key in proptest::collection::vec(any::<u8>(), 0..24),
+            q in 1u32..300,
+            p in any::<prop::sample::Index>(),
+            (a, b) in (any::<u128>(), any::<u128>()),
+        ) {
+            let stored = data_key(&key);
+            let position = crate::ring::ring_position(&key);
+            let (from, to) = crate::merkle::partition_range(p.index(q as usize) as u32, q);
+            let near = (position.saturating_sub(a >> 70), position.saturating_add(b >> 70));
+            for (from, to) in [(from, to), (a.min(b), a.max(b)), near, (position, position)] {
+                let expected = (from..=to).contains(&position).then_some(&key[..]);
+                prop_assert_eq!(key_in_range(&stored, from, to), expected);
+            }
         }
     }
 }

@@ -614,8 +614,8 @@ impl PeerHandler for Dispatcher {
                     let (from, to) = dynamo_core::merkle::partition_range(partition, q);
                     let limit = (limit as usize).clamp(1, MAX_AE_ITEMS);
                     let max_bytes = max_bytes.min(MAX_CHUNK_BYTES) as usize;
-                    match replica.scan_range(from, to, after, limit, max_bytes).await {
-                        Ok((items, done)) => PeerResponse::Chunk { items, done },
+                    match replica.scan_records(from, to, after, limit, max_bytes).await {
+                        Ok((records, done)) => PeerResponse::Chunk { records, done },
                         Err(e) => failed(&e),
                     }
                 }

@@ -18,6 +18,7 @@
 //! purged can never be given a counter an old context already covers.
 //! Every object stored also passes clock hygiene's [`RetireFilter`].
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +26,8 @@ use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use dynamo_core::merkle::{key_digest, leaf_range, DigestTable};
-use dynamo_core::storage::{decode_object, encode_object, Store, StoreError, StoreStats, TombstoneMark};
+use dynamo_core::storage::{decode_object, decode_stored, encode_object, Store, StoreError, StoreStats, TombstoneMark};
+use dynamo_core::wire::{Records, RecordsBuilder};
 use dynamo_core::{Actor as ClockActor, NodeId, Object, Retired, Value, VersionVector};
 
 use crate::group_commit::GroupCommit;
@@ -234,6 +236,12 @@ impl RetireFilter {
         self.dirt.load(Ordering::SeqCst)
     }
 
+    /// Whether stored objects may need tidying or counting (rarely: only
+    /// while a retired actor's entries are being cleared away).
+    fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
     /// `object` as it may be stored.
     fn settle(&self, object: Object) -> Object {
         if !self.active.load(Ordering::Relaxed) {
@@ -394,58 +402,99 @@ impl Handler<LocalMergeMany> for ReplicaShard {
     }
 }
 
-/// Merge a pulled chunk (partition transfer), all of this shard's keys, in
+/// Merge a pulled chunk (partition transfer), this shard's keys of it, in
 /// one unlogged write: the data can be pulled again, and
 /// [`Replica::flush`] makes it durable before the node says it has it.
+/// Each shard is sent the whole chunk and takes its own keys from it.
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct LocalMergePulled {
-    /// (key, object) pairs.
-    pub items: Vec<(Vec<u8>, Object)>,
+    /// The chunk's records, as the donor stores them.
+    pub records: Records,
+    /// This shard's index, of `shards`.
+    pub shard: usize,
+    /// How many shards the keys are spread over.
+    pub shards: usize,
+}
+
+/// A pulled key's merged object, before it is written.
+struct Pulled<'a> {
+    object: Object,
+    /// What was stored before (whether it was all tombstones, and its
+    /// bytes), `None` if nothing was.
+    old: Option<(bool, Vec<u8>)>,
+    /// The donor's bytes, when they are exactly what is to be stored (the
+    /// key was new here): stored without encoding the object again.
+    as_sent: Option<&'a [u8]>,
 }
 
 impl Handler<LocalMergePulled> for ReplicaShard {
     type Result = Result<(), StoreError>;
     fn handle(&mut self, msg: LocalMergePulled, _: &mut Self::Context) -> Self::Result {
         // Merged objects by key, so a key sent twice merges with itself.
-        // The chunk is this handler's to consume: its versions are moved
-        // into the merged objects, not copied (values are most of a
-        // transfer's bytes).
-        type Stored = Option<(bool, Vec<u8>)>;
-        let mut pending: std::collections::HashMap<Vec<u8>, (Object, Stored)> = Default::default();
-        for (key, object) in msg.items {
-            let (current, old) = match pending.remove(&key) {
-                Some(entry) => entry,
-                None => match self.read(&key)? {
-                    Some((o, bytes)) => {
-                        let deleted = o.is_deleted();
-                        (o, Some((deleted, bytes)))
-                    }
-                    None => (Object::default(), None),
-                },
-            };
-            pending.insert(key, (self.retire.settle(current.sync_owned(object)), old));
-        }
-        let mut writes = Vec::with_capacity(pending.len());
-        let mut olds = Vec::with_capacity(pending.len());
-        let mut written = Vec::with_capacity(pending.len());
-        for (key, (merged, old)) in pending {
-            let encoded = encode_object(&merged);
-            if old.as_ref().is_some_and(|(_, bytes)| *bytes == encoded) {
+        // Each object pulled is decoded (so checked) once, and its versions
+        // are moved into the merged object, not copied.
+        let mut pending: std::collections::HashMap<&[u8], Pulled<'_>> = Default::default();
+        for record in msg.records.iter() {
+            let (key, sent) = record.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if shard_of(key, msg.shards) != msg.shard {
                 continue;
             }
-            let was_deleted = old.as_ref().is_some_and(|(deleted, _)| *deleted);
-            let mark = TombstoneMark::between(was_deleted, merged.is_deleted());
-            olds.push(old.map(|(_, bytes)| bytes));
-            writes.push((key, encoded, mark));
-            written.push(merged);
+            let (object, exact) = decode_stored(sent)?;
+            let merged = match pending.remove(key) {
+                Some(earlier) => Pulled {
+                    object: self.retire.settle(earlier.object.sync_owned(object)),
+                    as_sent: None,
+                    ..earlier
+                },
+                None => match self.read(key)? {
+                    Some((current, bytes)) => Pulled {
+                        old: Some((current.is_deleted(), bytes)),
+                        object: self.retire.settle(current.sync_owned(object)),
+                        as_sent: None,
+                    },
+                    // The usual case for a joining node: the bytes as sent
+                    // are what is stored. (While clock hygiene has work,
+                    // objects are tidied and re-encoded instead.)
+                    None if !self.retire.is_active() => Pulled {
+                        as_sent: exact.then_some(sent),
+                        object,
+                        old: None,
+                    },
+                    None => Pulled {
+                        object: self.retire.settle(object),
+                        old: None,
+                        as_sent: None,
+                    },
+                },
+            };
+            pending.insert(key, merged);
         }
-        self.store.put_unlogged(&writes)?;
-        for object in &written {
-            self.retire.stored(object);
+        let mut writes = Vec::with_capacity(pending.len());
+        for (key, pulled) in pending {
+            let encoded = match pulled.as_sent {
+                Some(sent) => Cow::Borrowed(sent),
+                None => Cow::Owned(encode_object(&pulled.object)),
+            };
+            if pulled.old.as_ref().is_some_and(|(_, bytes)| **bytes == *encoded) {
+                continue;
+            }
+            let was_deleted = pulled.old.as_ref().is_some_and(|(deleted, _)| *deleted);
+            let mark = TombstoneMark::between(was_deleted, pulled.object.is_deleted());
+            writes.push((key, encoded, mark, pulled));
         }
-        for (old, (key, encoded, _)) in olds.into_iter().zip(&writes) {
-            self.digests.apply(key, old.as_deref(), Some(encoded));
+        let batch: Vec<(&[u8], &[u8], TombstoneMark)> = writes
+            .iter()
+            .map(|(key, encoded, mark, _)| (*key, &encoded[..], *mark))
+            .collect();
+        self.store.put_unlogged(&batch)?;
+        for (key, encoded, _, pulled) in &writes {
+            self.retire.stored(&pulled.object);
+            self.digests.apply(
+                key,
+                pulled.old.as_ref().map(|(_, bytes)| &bytes[..]),
+                Some(&encoded[..]),
+            );
         }
         Ok(())
     }
@@ -548,13 +597,12 @@ impl Handler<ScanRange> for ReplicaShard {
         let mut bytes = 0;
         let mut more = false;
         let mut failure = None;
+        let mut resumed = msg.after.is_none();
         self.store.scan(from, msg.to, &mut |key, encoded| {
-            if let Some((pos, last)) = &msg.after {
-                let here = dynamo_core::ring::ring_position(key);
-                if (here, key) <= (*pos, last.as_slice()) {
-                    return true;
-                }
+            if !resumed && past(&msg.after, key) {
+                return true;
             }
+            resumed = true;
             if items.len() >= msg.limit || (bytes >= msg.max_bytes && !items.is_empty()) {
                 more = true;
                 return false;
@@ -574,6 +622,50 @@ impl Handler<ScanRange> for ReplicaShard {
         }
         Ok((items, !more))
     }
+}
+
+/// Like [`ScanRange`], but the objects as stored, undecoded: what a donor
+/// sends of a partition (the receiver decodes, and so checks, each one).
+#[derive(Message)]
+#[rtype(result = "Result<(Records, bool), StoreError>")]
+pub struct ScanRecords(pub ScanRange);
+
+impl Handler<ScanRecords> for ReplicaShard {
+    type Result = Result<(Records, bool), StoreError>;
+    fn handle(&mut self, ScanRecords(msg): ScanRecords, _: &mut Self::Context) -> Self::Result {
+        let from = msg.after.as_ref().map_or(msg.from, |(pos, _)| *pos);
+        // Sized for the whole chunk up front, so the buffer never moves.
+        let mut records = RecordsBuilder::with_capacity(msg.max_bytes.saturating_add(64 * 1024));
+        let mut keys = 0;
+        let mut more = false;
+        let mut resumed = msg.after.is_none();
+        self.store.scan(from, msg.to, &mut |key, encoded| {
+            if !resumed && past(&msg.after, key) {
+                return true;
+            }
+            resumed = true;
+            if keys >= msg.limit || (records.byte_len() >= msg.max_bytes && keys > 0) {
+                more = true;
+                return false;
+            }
+            records.push(key, encoded);
+            keys += 1;
+            true
+        })?;
+        Ok((records.finish(), !more))
+    }
+}
+
+/// Whether a scan resuming after `after` has yet to pass `key` (a key
+/// whose ring position lies before it, or a tie in key order up to it).
+/// Scans ask only until the first key that is not: keys come in ring
+/// order, so the rest are not either (but for keys sharing the first 64
+/// bits of their position, which the store orders by key; such a key sent
+/// twice is merged twice, which changes nothing).
+fn past(after: &Option<(u128, Vec<u8>)>, key: &[u8]) -> bool {
+    let Some((pos, last)) = after else { return false };
+    let here = dynamo_core::ring::ring_position(key);
+    (here, key) <= (*pos, last.as_slice())
 }
 
 /// Clock hygiene's look at a ring range of the data: how many stored
@@ -821,6 +913,13 @@ fn lower_thread_priority() {
     }
 }
 
+/// The shard, of `shards`, whose thread writes `key`.
+fn shard_of(key: &[u8], shards: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % shards.max(1) as u64) as usize
+}
+
 /// A handle on all shards of this node's replica store.
 #[derive(Clone)]
 pub struct Replica {
@@ -922,9 +1021,7 @@ impl Replica {
     }
 
     fn shard_index(&self, key: &[u8]) -> usize {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        (h.finish() % self.shards.len() as u64) as usize
+        shard_of(key, self.shards.len())
     }
 
     fn shard(&self, key: &[u8]) -> &Addr<ReplicaShard> {
@@ -1029,10 +1126,21 @@ impl Replica {
         Ok(())
     }
 
-    /// Merge a pulled chunk of a partition, a message per shard, without
-    /// the write-ahead log: lost in a crash until [`Replica::flush`].
-    pub async fn merge_pulled(&self, items: Vec<(Vec<u8>, Object)>) -> Result<(), ReplicaError> {
-        self.on_shards(items, |items| LocalMergePulled { items }).await?;
+    /// Merge a pulled chunk of a partition (records as the donor stores
+    /// them), on every shard at once, without the write-ahead log: lost in
+    /// a crash until [`Replica::flush`].
+    pub async fn merge_pulled(&self, records: Records) -> Result<(), ReplicaError> {
+        let shards = self.shards.len();
+        let sends = self.shards.iter().enumerate().map(|(shard, addr)| {
+            addr.send(LocalMergePulled {
+                records: records.clone(),
+                shard,
+                shards,
+            })
+        });
+        for result in futures::future::join_all(sends).await {
+            result??;
+        }
         Ok(())
     }
 
@@ -1135,6 +1243,28 @@ impl Replica {
                 limit,
                 max_bytes,
             })
+            .await??)
+    }
+
+    /// Like [`Replica::scan_range`], with the objects as stored: a chunk of
+    /// a partition for a node pulling it.
+    pub async fn scan_records(
+        &self,
+        from: u128,
+        to: u128,
+        after: Option<(u128, Vec<u8>)>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Records, bool), ReplicaError> {
+        Ok(self
+            .scanner
+            .send(ScanRecords(ScanRange {
+                from,
+                to,
+                after,
+                limit,
+                max_bytes,
+            }))
             .await??)
     }
 

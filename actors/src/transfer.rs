@@ -29,7 +29,7 @@ use dynamo_core::merkle::{key_digest, leaf_of_position, leaves_per_partition, pa
 use dynamo_core::pace::Pacer;
 use dynamo_core::ring::ring_position;
 use dynamo_core::storage::{encode_object, encoded_len};
-use dynamo_core::wire::{PeerRequest, PeerResponse, MAX_AE_ITEMS};
+use dynamo_core::wire::{PeerRequest, PeerResponse, Records, MAX_AE_ITEMS};
 use dynamo_core::{NodeId, Object};
 
 use crate::failure_detector::{Liveness, LivenessCell, LivenessView};
@@ -435,6 +435,20 @@ fn weight(items: &[(Vec<u8>, Object)]) -> u64 {
     items.iter().map(|(k, o)| (k.len() + encoded_len(o)) as u64).sum()
 }
 
+/// What a pulled chunk holds: its keys, their bytes (keys and objects, as
+/// [`weight`] counts them), and its last key; an error if the donor sent a
+/// chunk cut short.
+fn tally(records: &Records) -> Result<(u64, u64, Option<Vec<u8>>), String> {
+    let (mut keys, mut bytes, mut last) = (0, 0, None);
+    for record in records.iter() {
+        let (key, object) = record.map_err(|e| e.to_string())?;
+        keys += 1;
+        bytes += (key.len() + object.len()) as u64;
+        last = Some(key);
+    }
+    Ok((keys, bytes, last.map(<[u8]>::to_vec)))
+}
+
 impl Job {
     /// Wait until `bytes` more may move at the transfer rate.
     async fn pace(&self, bytes: u64) {
@@ -454,7 +468,7 @@ impl Job {
             max_bytes: self.chunk_bytes as u32,
         };
         match self.transport.call(addr, request, self.timeout).await {
-            Ok(PeerResponse::Chunk { items, done }) => Ok((items, done)),
+            Ok(PeerResponse::Chunk { records, done }) => Ok((records, done)),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(e) => Err(e.to_string()),
         }
@@ -484,16 +498,15 @@ impl Job {
             let outcome = async {
                 let mut chunk = self.fetch(&addr, partition, after.clone()).await?;
                 loop {
-                    let (items, done) = std::mem::take(&mut chunk);
-                    let count = items.len() as u64;
-                    let size = weight(&items);
-                    if let Some((key, _)) = items.last() {
-                        after = Some((ring_position(key), key.clone()));
+                    let (records, done) = std::mem::take(&mut chunk);
+                    let (count, size, last) = tally(&records)?;
+                    if let Some(key) = last {
+                        after = Some((ring_position(&key), key));
                     }
                     // Objects are merged with DVV sync, one unlogged write
                     // per storage shard for the whole chunk.
                     let merge = async {
-                        self.replica.merge_pulled(items).await.map_err(|e| e.to_string())?;
+                        self.replica.merge_pulled(records).await.map_err(|e| e.to_string())?;
                         self.progress.add(partition, "pull", count, size);
                         Ok::<(), String>(())
                     };
@@ -689,4 +702,4 @@ enum Handed {
 }
 
 /// A chunk of pulled data and whether the partition is exhausted.
-type Chunk = (Vec<(Vec<u8>, Object)>, bool);
+type Chunk = (Records, bool);

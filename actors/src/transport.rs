@@ -3,9 +3,10 @@
 //! Every peer gets one connection, opened on first use and reopened after a
 //! failure (with a short back-off during which calls fail fast, so a dead
 //! peer costs nothing). Frames are length-prefixed (bounded by
-//! [`MAX_FRAME_BYTES`]) postcard-encoded [`Frame`]s; each call carries an id,
-//! so many calls share the connection and answers may come back in any
-//! order. Reading and writing run as separate tasks on both sides, so a
+//! [`MAX_FRAME_BYTES`]) postcard-encoded [`Frame`]s, written from the
+//! buffers they were encoded into and read without copying their payload
+//! (see [`Frame::encode_framed`]); each call carries an id, so many calls
+//! share the connection and answers may come back in any order. Reading and writing run as separate tasks on both sides, so a
 //! full socket in one direction can never stall the other.
 //!
 //! Callers see only the [`Transport`] trait. Tests wrap it in
@@ -20,14 +21,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dynamo_core::auth;
-use dynamo_core::wire::{Frame, PeerRequest, PeerResponse, MAX_FRAME_BYTES};
+use dynamo_core::wire::{Frame, Framed, PeerRequest, PeerResponse, FRAME_PREFIX_BYTES, MAX_FRAME_BYTES};
 use futures::future::LocalBoxFuture;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 /// Calls queued for one peer before callers get `Overloaded`.
 const QUEUE_PER_PEER: usize = 4096;
@@ -79,10 +82,71 @@ pub trait PeerHandler {
     fn handle(&self, request: PeerRequest) -> LocalBoxFuture<'static, PeerResponse>;
 }
 
+/// The reading side's framing: what [`Frame::encode_framed`] writes.
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
+        .length_field_length(FRAME_PREFIX_BYTES)
         .max_frame_length(MAX_FRAME_BYTES)
         .new_codec()
+}
+
+/// Frames a vectored write takes at most (Linux allows 1024 buffers).
+const FRAMES_PER_WRITE: usize = 256;
+
+/// The writing side of a connection. Frames come encoded with their length
+/// prefix, their payloads apart ([`Frame::encode_framed`]), and are written
+/// from their own buffers, the queued ones together in one vectored write:
+/// a codec would first copy each into a buffer of its own, a MB for a
+/// partition chunk.
+struct FrameSink {
+    socket: OwnedWriteHalf,
+    queued: std::collections::VecDeque<Bytes>,
+}
+
+impl FrameSink {
+    fn new(socket: OwnedWriteHalf) -> FrameSink {
+        FrameSink {
+            socket,
+            queued: Default::default(),
+        }
+    }
+
+    /// Queue a frame; nothing is written until [`FrameSink::flush`].
+    fn feed(&mut self, framed: Framed) {
+        self.queued.push_back(Bytes::from(framed.head));
+        self.queued.extend(framed.payload);
+    }
+
+    /// Write everything queued.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        while !self.queued.is_empty() {
+            let slices: Vec<std::io::IoSlice<'_>> = self
+                .queued
+                .iter()
+                .take(FRAMES_PER_WRITE)
+                .map(|frame| std::io::IoSlice::new(frame))
+                .collect();
+            let mut written = self.socket.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            while let Some(front) = self.queued.front_mut() {
+                if written < front.len() {
+                    bytes::Buf::advance(front, written);
+                    break;
+                }
+                written -= front.len();
+                self.queued.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    /// Write one frame now.
+    async fn send(&mut self, frame: &Frame) -> Result<(), String> {
+        self.feed(frame.encode_framed().map_err(|e| e.to_string())?);
+        self.flush().await.map_err(|e| e.to_string())
+    }
 }
 
 type Reply = oneshot::Sender<Result<PeerResponse, TransportError>>;
@@ -154,21 +218,15 @@ impl Transport for TcpTransport {
 type Pending = Rc<RefCell<HashMap<u64, Reply>>>;
 
 type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
-type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>;
 
 /// Read one frame within the handshake deadline.
 async fn next_frame(frames: &mut Reader) -> Result<Frame, String> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
-        Ok(Some(Ok(bytes))) => Frame::decode(&bytes).map_err(|e| e.to_string()),
+        Ok(Some(Ok(bytes))) => Frame::decode_shared(bytes.freeze()).map_err(|e| e.to_string()),
         Ok(Some(Err(e))) => Err(e.to_string()),
         Ok(None) => Err("connection closed".into()),
         Err(_) => Err("timed out".into()),
     }
-}
-
-async fn send_frame(sink: &mut Writer, frame: &Frame) -> Result<(), String> {
-    let bytes = frame.encode().map_err(|e| e.to_string())?;
-    sink.send(Bytes::from(bytes)).await.map_err(|e| e.to_string())
 }
 
 fn nonce() -> Vec<u8> {
@@ -178,9 +236,9 @@ fn nonce() -> Vec<u8> {
 }
 
 /// Connecting side of the handshake (see `dynamo_core::auth`).
-async fn authenticate_to(secret: &[u8], frames: &mut Reader, sink: &mut Writer) -> Result<(), String> {
+async fn authenticate_to(secret: &[u8], frames: &mut Reader, sink: &mut FrameSink) -> Result<(), String> {
     let mine = nonce();
-    send_frame(sink, &Frame::Hello { nonce: mine.clone() }).await?;
+    sink.send(&Frame::Hello { nonce: mine.clone() }).await?;
     let (theirs, proof) = match next_frame(frames).await? {
         Frame::Challenge { nonce, proof } => (nonce, proof),
         _ => return Err("the peer did not answer the handshake".into()),
@@ -188,29 +246,23 @@ async fn authenticate_to(secret: &[u8], frames: &mut Reader, sink: &mut Writer) 
     if theirs.len() != auth::NONCE_LEN || !auth::verify_server(secret, &mine, &theirs, &proof) {
         return Err("the peer does not hold the cluster secret".into());
     }
-    send_frame(
-        sink,
-        &Frame::Proof {
-            proof: auth::client_proof(secret, &theirs, &mine),
-        },
-    )
+    sink.send(&Frame::Proof {
+        proof: auth::client_proof(secret, &theirs, &mine),
+    })
     .await
 }
 
 /// Accepting side of the handshake.
-async fn authenticate_from(secret: &[u8], frames: &mut Reader, sink: &mut Writer) -> Result<(), String> {
+async fn authenticate_from(secret: &[u8], frames: &mut Reader, sink: &mut FrameSink) -> Result<(), String> {
     let theirs = match next_frame(frames).await? {
         Frame::Hello { nonce } if nonce.len() == auth::NONCE_LEN => nonce,
         _ => return Err("it did not start with the cluster-secret handshake".into()),
     };
     let mine = nonce();
-    send_frame(
-        sink,
-        &Frame::Challenge {
-            nonce: mine.clone(),
-            proof: auth::server_proof(secret, &theirs, &mine),
-        },
-    )
+    sink.send(&Frame::Challenge {
+        nonce: mine.clone(),
+        proof: auth::server_proof(secret, &theirs, &mine),
+    })
     .await?;
     match next_frame(frames).await? {
         Frame::Proof { proof } if auth::verify_client(secret, &mine, &theirs, &proof) => Ok(()),
@@ -246,7 +298,7 @@ async fn run_connection(addr: String, mut calls: mpsc::Receiver<Call>, secret: S
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let mut frames = FramedRead::new(read, codec());
-        let mut sink = FramedWrite::new(write, codec());
+        let mut sink = FrameSink::new(write);
         if let Some(secret) = &secret {
             if let Err(e) = authenticate_to(secret, &mut frames, &mut sink).await {
                 log::warn!("peer {addr} refused: {e}");
@@ -261,7 +313,7 @@ async fn run_connection(addr: String, mut calls: mpsc::Receiver<Call>, secret: S
         let reader = tokio::task::spawn_local(read_responses(frames, pending.clone(), closed_tx));
         let mut next_id: u64 = 0;
         let mut call = Some(first);
-        'connected: loop {
+        loop {
             // Write every queued call, then flush once: one syscall for a burst.
             while let Some(Call { request, reply }) = call.take() {
                 next_id += 1;
@@ -269,15 +321,13 @@ async fn run_connection(addr: String, mut calls: mpsc::Receiver<Call>, secret: S
                     id: next_id,
                     body: request,
                 };
-                match frame.encode() {
+                match frame.encode_framed() {
                     Ok(bytes) => {
                         if reply.is_closed() {
                             // The caller gave up already; do not send.
                         } else {
                             pending.borrow_mut().insert(next_id, reply);
-                            if sink.feed(Bytes::from(bytes)).await.is_err() {
-                                break 'connected;
-                            }
+                            sink.feed(bytes);
                         }
                     }
                     Err(e) => {
@@ -286,7 +336,7 @@ async fn run_connection(addr: String, mut calls: mpsc::Receiver<Call>, secret: S
                 }
                 call = calls.try_recv().ok();
             }
-            if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+            if sink.flush().await.is_err() {
                 break;
             }
             tokio::select! {
@@ -315,7 +365,7 @@ async fn read_responses(
     closed: oneshot::Sender<()>,
 ) {
     while let Some(Ok(bytes)) = frames.next().await {
-        match Frame::decode(&bytes) {
+        match Frame::decode_shared(bytes.freeze()) {
             Ok(Frame::Response { id, body }) => {
                 if let Some(reply) = pending.borrow_mut().remove(&id) {
                     let _ = reply.send(Ok(body));
@@ -358,7 +408,7 @@ async fn serve_connection(
 ) {
     let (read, write) = stream.into_split();
     let mut frames = FramedRead::new(read, codec());
-    let mut sink = FramedWrite::new(write, codec());
+    let mut sink = FrameSink::new(write);
     if let Some(secret) = &secret {
         // Until the peer has proved itself, a frame is a handshake message:
         // a few bytes, so a stranger cannot make this node reserve more.
@@ -371,25 +421,21 @@ async fn serve_connection(
     }
     // Room for every permitted in-flight answer, so a handler never blocks
     // on sending its answer while holding a permit.
-    let (answers_tx, mut answers_rx) = mpsc::channel::<Vec<u8>>(IN_FLIGHT_PER_CONNECTION);
+    let (answers_tx, mut answers_rx) = mpsc::channel::<Framed>(IN_FLIGHT_PER_CONNECTION);
     let writer = tokio::task::spawn_local(async move {
         while let Some(bytes) = answers_rx.recv().await {
-            if sink.feed(Bytes::from(bytes)).await.is_err() {
-                return;
-            }
+            sink.feed(bytes);
             while let Ok(more) = answers_rx.try_recv() {
-                if sink.feed(Bytes::from(more)).await.is_err() {
-                    return;
-                }
+                sink.feed(more);
             }
-            if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+            if sink.flush().await.is_err() {
                 return;
             }
         }
     });
     let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
     while let Some(Ok(bytes)) = frames.next().await {
-        let (id, request) = match Frame::decode(&bytes) {
+        let (id, request) = match Frame::decode_shared(bytes.freeze()) {
             Ok(Frame::Request { id, body }) => (id, body),
             Ok(Frame::Hello { .. }) => {
                 log::warn!("refused peer connection from {remote}: it holds a cluster secret and this node has none");
@@ -408,15 +454,17 @@ async fn serve_connection(
         tokio::task::spawn_local(async move {
             let body = handler.handle(request).await;
             let frame = Frame::Response { id, body };
-            let bytes = frame.encode().unwrap_or_else(|e| {
+            // An answer too large to send goes back as the reason why.
+            let framed = frame.encode_framed().or_else(|e| {
                 Frame::Response {
                     id,
                     body: PeerResponse::Error(e.to_string()),
                 }
-                .encode()
-                .unwrap_or_default()
+                .encode_framed()
             });
-            let _ = answers.send(bytes).await;
+            if let Ok(framed) = framed {
+                let _ = answers.send(framed).await;
+            }
             drop(permit);
         });
     }
