@@ -27,7 +27,8 @@ while [ $# -gt 0 ]; do
 done
 command -v jq >/dev/null || apt-get install -y jq >/dev/null
 $BUILD && cargo build --release -p dynamo-http -p dynamo-bench
-BIN="${CARGO_TARGET_DIR:-target}/release/dynamo"
+# DYNAMO_BIN runs another build of the node (an A/B comparison).
+BIN="${DYNAMO_BIN:-${CARGO_TARGET_DIR:-target}/release/dynamo}"
 BENCH="${CARGO_TARGET_DIR:-target}/release/dynamo-bench"
 TMP="$(mktemp -d -t "$NAME.XXXXXX")"
 declare -a PIDS=()
