@@ -174,6 +174,76 @@ pub fn decode_stored(bytes: &[u8]) -> Result<(Object, bool), StoreError> {
     Ok((object, exact))
 }
 
+/// Whether stored bytes are exactly the encoding of an object of one
+/// version, checked where they lie, without decoding the value: `Some`
+/// with whether that version is a tombstone, `None` for anything else
+/// (several siblings, or bytes that are not the canonical encoding), which
+/// [`decode_stored`] then reads. Nearly every key a node pulls has one
+/// version, and its value is most of the bytes: storing them as sent spares
+/// copying every value out and back in.
+pub fn sole_version_as_stored(bytes: &[u8]) -> Option<bool> {
+    let rest = match bytes.split_first() {
+        Some((&OBJECT_FORMAT_V1, rest)) => rest,
+        _ => return None,
+    };
+    let (view, trailing) = postcard::take_from_bytes::<view::Object<'_>>(rest).ok()?;
+    let [version] = &view.versions[..] else {
+        return None;
+    };
+    // A version vector is a map: canonical only with its actors in order,
+    // each once. One version cannot be a duplicate or dominated.
+    let sorted = version.context.windows(2).all(|w| w[0].0 < w[1].0);
+    // Re-encoding the view gives each number its shortest form: equal bytes
+    // mean the input used them too.
+    let exact =
+        trailing.is_empty() && sorted && postcard::serialize_with_flavor(&view, Matches { rest }).unwrap_or(false);
+    exact.then_some(version.value.data.is_none())
+}
+
+/// A stored object read where it lies: the same fields in the same order
+/// as [`Object`] and its parts, with strings and bytes borrowed, so it
+/// decodes and encodes exactly as they do (a test holds them together).
+mod view {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Object<'a> {
+        #[serde(borrow)]
+        pub versions: Vec<Version<'a>>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Version<'a> {
+        #[serde(borrow)]
+        pub dot: Dot<'a>,
+        /// A map on the wire (a length, then its pairs), as a sequence is.
+        #[serde(borrow)]
+        pub context: Vec<(Actor<'a>, u64)>,
+        #[serde(borrow)]
+        pub value: Value<'a>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Dot<'a> {
+        #[serde(borrow)]
+        pub actor: Actor<'a>,
+        pub counter: u64,
+    }
+
+    #[derive(PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+    pub(super) struct Actor<'a> {
+        pub node: &'a str,
+        pub epoch: u64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Value<'a> {
+        #[serde(with = "serde_bytes", borrow)]
+        pub data: Option<&'a [u8]>,
+        pub content_type: &'a str,
+    }
+}
+
 /// A postcard output that stores nothing: it compares what would be
 /// written with the bytes expected, and ends as whether they were all of
 /// them.
@@ -552,7 +622,70 @@ mod tests {
         assert_eq!(decode_stored(&reversed).unwrap(), (o, false));
     }
 
+    #[test]
+    fn only_the_exact_encoding_of_one_version_is_stored_as_sent() {
+        let one = object(&[b"value"]);
+        let bytes = encode_object(&one);
+        assert_eq!(sole_version_as_stored(&bytes), Some(false));
+        let deleted = Object::empty()
+            .update(
+                &crate::VersionVector::default(),
+                &crate::Actor::new("n", 1),
+                crate::Value::tombstone(),
+                0,
+            )
+            .0;
+        assert_eq!(sole_version_as_stored(&encode_object(&deleted)), Some(true));
+        assert_eq!(sole_version_as_stored(&encode_object(&object(&[b"a", b"b"]))), None);
+        assert_eq!(sole_version_as_stored(&encode_object(&Object::empty())), None);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(sole_version_as_stored(&longer), None);
+        // The version count, 1, as a two-byte varint: the same object in a
+        // longer form.
+        let mut padded = vec![bytes[0], 0x81, 0x00];
+        padded.extend_from_slice(&bytes[2..]);
+        assert_eq!(bytes[1], 1);
+        assert_eq!(decode_object(&padded).ok(), Some(one.clone()));
+        assert_eq!(sole_version_as_stored(&padded), None);
+        assert_eq!(sole_version_as_stored(&[]), None);
+        assert_eq!(sole_version_as_stored(&[OBJECT_FORMAT_V1]), None);
+    }
+
     proptest! {
+        /// The borrowed view reads any object's encoding as the object
+        /// itself does: one version is recognised, with its tombstone.
+        #[test]
+        fn the_view_agrees_with_the_object(
+            writes in proptest::collection::vec((0u8..4, proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))), 0..5),
+        ) {
+            let mut o = Object::default();
+            for (node, data) in writes {
+                let actor = crate::Actor::new(format!("n{node}"), u64::from(node) << 40);
+                let value = match data {
+                    Some(d) => crate::Value::bytes(d, "x/y"),
+                    None => crate::Value::tombstone(),
+                };
+                // Half the writes see what came before, half are siblings.
+                let context = if node % 2 == 0 { o.context() } else { crate::VersionVector::default() };
+                let floor = o.context().get(&actor);
+                let written = Object::default().update(&context, &actor, value, floor).0;
+                o = o.sync_owned(written);
+            }
+            let expected = (o.versions().len() == 1).then(|| o.is_deleted());
+            prop_assert_eq!(sole_version_as_stored(&encode_object(&o)), expected);
+        }
+
+        /// Garbage is refused, never a panic.
+        #[test]
+        fn the_view_refuses_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Some(deleted) = sole_version_as_stored(&bytes) {
+                let o = decode_object(&bytes).expect("what the view takes decodes");
+                prop_assert_eq!(encode_object(&o), bytes);
+                prop_assert_eq!(o.is_deleted(), deleted);
+            }
+        }
+
         #[test]
         fn any_stored_object_decodes_as_stored(values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..4)) {
             let values: Vec<&[u8]> = values.iter().map(|v| &v[..]).collect();

@@ -26,7 +26,9 @@ use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use dynamo_core::merkle::{key_digest, leaf_range, DigestTable};
-use dynamo_core::storage::{decode_object, decode_stored, encode_object, Store, StoreError, StoreStats, TombstoneMark};
+use dynamo_core::storage::{
+    decode_object, decode_stored, encode_object, sole_version_as_stored, Store, StoreError, StoreStats, TombstoneMark,
+};
 use dynamo_core::wire::{Records, RecordsBuilder};
 use dynamo_core::{Actor as ClockActor, NodeId, Object, Retired, Value, VersionVector};
 
@@ -417,84 +419,105 @@ pub struct LocalMergePulled {
     pub shards: usize,
 }
 
-/// A pulled key's merged object, before it is written.
-struct Pulled<'a> {
-    object: Object,
-    /// What was stored before (whether it was all tombstones, and its
-    /// bytes), `None` if nothing was.
-    old: Option<(bool, Vec<u8>)>,
-    /// The donor's bytes, when they are exactly what is to be stored (the
-    /// key was new here): stored without encoding the object again.
-    as_sent: Option<&'a [u8]>,
+/// What a key held before a write: whether it was all tombstones, and its
+/// bytes.
+type Before = Option<(bool, Vec<u8>)>;
+
+/// A pulled key, ready to be written.
+enum Pulled<'a> {
+    /// New here, and sent as exactly its object's encoding (checked): the
+    /// bytes are stored as they came. Whether it is all tombstones is all
+    /// the write needs to know of it.
+    AsSent { bytes: &'a [u8], deleted: bool },
+    /// Merged with what was stored, or with an earlier copy in the chunk,
+    /// or not sent in its exact encoding: encoded afresh. `old` is what was
+    /// stored before.
+    Merged { object: Object, old: Before },
+}
+
+impl Pulled<'_> {
+    /// The object, and what was stored before it.
+    fn into_merged(self) -> Result<(Object, Before), StoreError> {
+        match self {
+            Pulled::AsSent { bytes, .. } => Ok((decode_object(bytes)?, None)),
+            Pulled::Merged { object, old } => Ok((object, old)),
+        }
+    }
 }
 
 impl Handler<LocalMergePulled> for ReplicaShard {
     type Result = Result<(), StoreError>;
     fn handle(&mut self, msg: LocalMergePulled, _: &mut Self::Context) -> Self::Result {
-        // Merged objects by key, so a key sent twice merges with itself.
-        // Each object pulled is decoded (so checked) once, and its versions
-        // are moved into the merged object, not copied.
+        // By key, so a key sent twice merges with itself. Objects are moved
+        // into the merge, not copied.
         let mut pending: std::collections::HashMap<&[u8], Pulled<'_>> = Default::default();
         for record in msg.records.iter() {
             let (key, sent) = record.map_err(|e| StoreError::Corrupt(e.to_string()))?;
             if shard_of(key, msg.shards) != msg.shard {
                 continue;
             }
-            let (object, exact) = decode_stored(sent)?;
-            let merged = match pending.remove(key) {
-                Some(earlier) => Pulled {
-                    object: self.retire.settle(earlier.object.sync_owned(object)),
-                    as_sent: None,
-                    ..earlier
-                },
+            let pulled = match pending.remove(key) {
+                Some(earlier) => {
+                    let (object, old) = earlier.into_merged()?;
+                    let object = self.retire.settle(object.sync_owned(decode_object(sent)?));
+                    Pulled::Merged { object, old }
+                }
                 None => match self.read(key)? {
-                    Some((current, bytes)) => Pulled {
+                    Some((current, bytes)) => Pulled::Merged {
                         old: Some((current.is_deleted(), bytes)),
-                        object: self.retire.settle(current.sync_owned(object)),
-                        as_sent: None,
+                        object: self.retire.settle(current.sync_owned(decode_object(sent)?)),
                     },
-                    // The usual case for a joining node: the bytes as sent
-                    // are what is stored. (While clock hygiene has work,
-                    // objects are tidied and re-encoded instead.)
-                    None if !self.retire.is_active() => Pulled {
-                        as_sent: exact.then_some(sent),
-                        object,
-                        old: None,
+                    // The usual case for a joining node. (While clock
+                    // hygiene has work, objects are tidied and re-encoded.)
+                    None if !self.retire.is_active() => match sole_version_as_stored(sent) {
+                        Some(deleted) => Pulled::AsSent { bytes: sent, deleted },
+                        None => match decode_stored(sent)? {
+                            (object, true) => Pulled::AsSent {
+                                bytes: sent,
+                                deleted: object.is_deleted(),
+                            },
+                            (object, false) => Pulled::Merged { object, old: None },
+                        },
                     },
-                    None => Pulled {
-                        object: self.retire.settle(object),
+                    None => Pulled::Merged {
+                        object: self.retire.settle(decode_object(sent)?),
                         old: None,
-                        as_sent: None,
                     },
                 },
             };
-            pending.insert(key, merged);
+            pending.insert(key, pulled);
         }
-        let mut writes = Vec::with_capacity(pending.len());
+        // (key, what to store, its tombstone mark, what was stored before,
+        // the object when it was decoded)
+        type Write<'a> = (&'a [u8], Cow<'a, [u8]>, TombstoneMark, Option<Vec<u8>>, Option<Object>);
+        let mut writes: Vec<Write<'_>> = Vec::with_capacity(pending.len());
         for (key, pulled) in pending {
-            let encoded = match pulled.as_sent {
-                Some(sent) => Cow::Borrowed(sent),
-                None => Cow::Owned(encode_object(&pulled.object)),
-            };
-            if pulled.old.as_ref().is_some_and(|(_, bytes)| **bytes == *encoded) {
-                continue;
+            match pulled {
+                Pulled::AsSent { bytes, deleted } => {
+                    let mark = TombstoneMark::between(false, deleted);
+                    writes.push((key, Cow::Borrowed(bytes), mark, None, None));
+                }
+                Pulled::Merged { object, old } => {
+                    let encoded = encode_object(&object);
+                    if old.as_ref().is_some_and(|(_, bytes)| *bytes == encoded) {
+                        continue;
+                    }
+                    let was_deleted = old.as_ref().is_some_and(|(deleted, _)| *deleted);
+                    let mark = TombstoneMark::between(was_deleted, object.is_deleted());
+                    writes.push((key, Cow::Owned(encoded), mark, old.map(|(_, b)| b), Some(object)));
+                }
             }
-            let was_deleted = pulled.old.as_ref().is_some_and(|(deleted, _)| *deleted);
-            let mark = TombstoneMark::between(was_deleted, pulled.object.is_deleted());
-            writes.push((key, encoded, mark, pulled));
         }
         let batch: Vec<(&[u8], &[u8], TombstoneMark)> = writes
             .iter()
-            .map(|(key, encoded, mark, _)| (*key, &encoded[..], *mark))
+            .map(|(key, encoded, mark, ..)| (*key, &encoded[..], *mark))
             .collect();
         self.store.put_unlogged(&batch)?;
-        for (key, encoded, _, pulled) in &writes {
-            self.retire.stored(&pulled.object);
-            self.digests.apply(
-                key,
-                pulled.old.as_ref().map(|(_, bytes)| &bytes[..]),
-                Some(&encoded[..]),
-            );
+        for (key, encoded, _, old, object) in &writes {
+            if let Some(object) = object {
+                self.retire.stored(object);
+            }
+            self.digests.apply(key, old.as_deref(), Some(encoded));
         }
         Ok(())
     }

@@ -2,12 +2,14 @@
 //! length-delimited frame as any peer (or anyone reaching the peer port)
 //! sends them. A frame that decodes must re-encode to one that decodes to
 //! the same frame, and the objects it carries must survive the replica's
-//! normalisation (`Object::from_untrusted`) without panicking, and a
+//! normalisation (`Object::from_untrusted`) without panicking (a pulled
+//! chunk's records are read as a joining node reads them), and a
 //! gossiped view must merge into a node's own (`ClusterState::merge`, then
 //! the claimant's `claim`) without panicking.
 #![no_main]
 
 use dynamo_core::membership::{ClusterState, Member, MemberState};
+use dynamo_core::storage::{decode_object, decode_stored, encode_object, sole_version_as_stored};
 use dynamo_core::wire::{ClientReply, Frame, OpKind, PeerRequest, PeerResponse};
 use dynamo_core::Object;
 use libfuzzer_sys::fuzz_target;
@@ -18,6 +20,20 @@ fn normalise(object: &Object) {
     assert_eq!(Object::from_untrusted(normal.versions().to_vec()), normal);
     let _ = normal.context();
     let _ = normal.is_deleted();
+}
+
+/// A pulled record's object, read both ways a joining node reads it: what
+/// either takes as stored must be exactly the encoding of what it decodes to.
+fn pulled(stored: &[u8]) {
+    if let Some(deleted) = sole_version_as_stored(stored) {
+        let object = decode_object(stored).expect("what the view takes decodes");
+        assert_eq!(encode_object(&object), stored);
+        assert_eq!(object.is_deleted(), deleted);
+    }
+    if let Ok((object, exact)) = decode_stored(stored) {
+        normalise(&object);
+        assert_eq!(exact, encode_object(&object) == stored);
+    }
 }
 
 fn absorb(theirs: &ClusterState) {
@@ -69,7 +85,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Frame::Response { body, .. } => match body {
             PeerResponse::Fetched(Some(object)) => normalise(object),
-            PeerResponse::Chunk { items, .. } => items.iter().for_each(|(_, o)| normalise(o)),
+            PeerResponse::Chunk { records, .. } => records
+                .iter()
+                .map_while(Result::ok)
+                .for_each(|(_, stored)| pulled(stored)),
             PeerResponse::Coordinated(Ok(ClientReply::Read { object, .. })) => normalise(object),
             PeerResponse::Gossip(state) => absorb(state),
             _ => {}

@@ -1,5 +1,7 @@
-//! The transport's length-delimited framing feeding `Frame::decode`: a byte
-//! stream from a peer connection, cut into reads of fuzzer-chosen sizes.
+//! The transport's length-delimited framing feeding `Frame::decode_shared`:
+//! a byte stream from a peer connection, cut into reads of fuzzer-chosen
+//! sizes. What decodes must go back on the wire (`Frame::encode_framed`) in
+//! the framing the reader reads.
 //!
 //! The codec is built exactly as `codec()` in `actors/src/transport.rs`
 //! builds it (that crate links RocksDB, so it is not a dependency here):
@@ -7,13 +9,14 @@
 //! Input: `[read size seed][stream]`.
 #![no_main]
 
-use bytes::{BufMut, BytesMut};
-use dynamo_core::wire::{Frame, MAX_FRAME_BYTES};
+use bytes::{BufMut, Bytes, BytesMut};
+use dynamo_core::wire::{Frame, FRAME_PREFIX_BYTES, MAX_FRAME_BYTES};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
+        .length_field_length(FRAME_PREFIX_BYTES)
         .max_frame_length(MAX_FRAME_BYTES)
         .new_codec()
 }
@@ -57,9 +60,17 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(&out[..], &stream[..out.len()]);
     for payload in frames {
-        if let Ok(frame) = Frame::decode(&payload) {
+        if let Ok(frame) = Frame::decode_shared(payload) {
             let bytes = frame.encode().expect("a decoded frame encodes");
             assert_eq!(Frame::decode(&bytes).expect("a re-encoded frame decodes"), frame);
+            let framed = frame.encode_framed().expect("a decoded frame fits a frame");
+            let mut wire = framed.head;
+            wire.extend_from_slice(&framed.payload.unwrap_or_default());
+            let mut expected = BytesMut::new();
+            codec
+                .encode(Bytes::from(bytes), &mut expected)
+                .expect("a frame encodes");
+            assert_eq!(wire, expected);
         }
     }
 });
