@@ -45,8 +45,15 @@ wait_fast() { # DESC CMD...
 for k in 1 2 3; do start $k; done
 for k in 1 2 3; do wait_until "node$k ready" 60 members_up $k 3; done
 bench --op get --preload --preload-timeout-s 1800 --duration-s 1 --warmup-s 0 > /dev/null
-# Let the preload's flushes and compactions finish before measuring.
-sleep 10
+# Let the preload's flushes and compactions finish before measuring: until
+# the three nodes use under 2 % of a core for 3 s (at most 2 minutes).
+for _ in $(seq 40); do
+    before=0; after=0
+    for k in 1 2 3; do before=$(echo "$before + $(cpu_ms $k)" | bc); done
+    sleep 3
+    for k in 1 2 3; do after=$(echo "$after + $(cpu_ms $k)" | bc); done
+    [ "$(echo "$after - $before < 60" | bc)" = 1 ] && break
+done
 declare -a C0 C1 C2
 for k in 1 2 3; do C0[$k]=$(cpu_ms $k); F0[$k]=$(faults $k); done
 T0=$(date +%s.%N)
