@@ -259,6 +259,12 @@ impl Object {
         self.versions.is_empty()
     }
 
+    /// The value of the version `dot` made, moved out of the object (to
+    /// mint it again when storing this object did not go ahead).
+    pub fn into_value_of(self, dot: &Dot) -> Option<Value> {
+        self.versions.into_iter().find(|v| v.dot == *dot).map(|v| v.value)
+    }
+
     /// Whether every version is a tombstone (and there is at least one).
     pub fn is_deleted(&self) -> bool {
         !self.versions.is_empty() && self.versions.iter().all(|v| v.value.is_tombstone())
@@ -452,6 +458,22 @@ mod tests {
         let (o, _) = o.update(&c1, &a("x"), val("v2"), 0);
         assert_eq!(o.versions().len(), 1);
         assert_eq!(o.versions()[0].value, val("v2"));
+    }
+
+    #[test]
+    fn the_value_of_a_minted_version_can_be_taken_back() {
+        let (o, _) = Object::empty().update(&VersionVector::new(), &a("x"), val("v1"), 0);
+        let (o, clock) = o.update(&VersionVector::new(), &a("x"), val("v2"), 0);
+        let dot = Dot {
+            actor: a("x"),
+            counter: clock.get(&a("x")),
+        };
+        assert_eq!(o.clone().into_value_of(&dot), Some(val("v2")));
+        let absent = Dot {
+            actor: a("y"),
+            counter: 1,
+        };
+        assert_eq!(o.into_value_of(&absent), None);
     }
 
     #[test]

@@ -46,6 +46,13 @@ pub trait Store: Send + Sync + 'static {
     /// returns (it survives a crash of the process), fsynced by the next
     /// [`Store::sync_wal`] (it survives a power cut).
     fn put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<(), StoreError>;
+    /// [`Store::put`], unless the engine would first hold the write back
+    /// (a write stall while its flushes and compactions catch up): then
+    /// nothing is written and the answer is `false`. For callers that must
+    /// not block, such as an event loop storing a write itself.
+    fn try_put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<bool, StoreError> {
+        self.put(key, encoded, mark).map(|()| true)
+    }
     /// Remove `key` (a purged tombstone) and its index entry (in the WAL).
     fn delete(&self, key: &[u8]) -> Result<(), StoreError>;
     /// Up to `limit` keys whose object is all tombstones, with ring

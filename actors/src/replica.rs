@@ -4,11 +4,14 @@
 //! coordinator's local update — each a few lines around the core's
 //! [`Object::update`] and [`Object::sync`]. A node standing in for a down
 //! owner (sloppy quorum) keeps what it receives as a **hint** for that owner,
-//! in its own keyspace, until hinted handoff has delivered it. Storage calls block, so each
-//! shard is an actor alone on its own [`Arbiter`] thread; a key's writes always
-//! go to the same shard, which makes every read-modify-write of a key
-//! atomic without locks. Many shards keep many writes in flight, which is
-//! what lets RocksDB group their WAL writes and fsyncs. Point reads need no
+//! in its own keyspace, until hinted handoff has delivered it.
+//!
+//! A key's writes all belong to one shard, and a shard's read-modify-writes
+//! take turns, which makes each of them atomic. A single write is done on
+//! the calling thread when its shard is free and the store would not hold
+//! it back (most writes: no thread switch); otherwise, and for batches,
+//! the shard's own [`Arbiter`] thread does it, so an event loop does not
+//! queue behind a busy shard or sit out a write stall. Point reads need no
 //! shard and run on the caller's thread (see [`Replica::get`]).
 //!
 //! Every change of a key's stored object also updates the node's Merkle
@@ -22,7 +25,7 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 
 use actix::prelude::*;
 use dynamo_core::merkle::{key_digest, leaf_range, DigestTable};
@@ -30,7 +33,7 @@ use dynamo_core::storage::{
     decode_object, decode_stored, encode_object, sole_version_as_stored, Store, StoreError, StoreStats, TombstoneMark,
 };
 use dynamo_core::wire::{Records, RecordsBuilder};
-use dynamo_core::{Actor as ClockActor, NodeId, Object, Retired, Value, VersionVector};
+use dynamo_core::{Actor as ClockActor, Dot, NodeId, Object, Retired, Value, VersionVector};
 
 use crate::group_commit::GroupCommit;
 use crate::stats::NodeStats;
@@ -147,6 +150,10 @@ const DOT_FLOOR_BLOCK: u64 = 1 << 20;
 pub struct DotFloor {
     highest: AtomicU64,
     reserved: AtomicU64,
+    /// Held while a new reservation is persisted, so that reservations
+    /// reach the store in increasing order (writers on several threads
+    /// claim at once).
+    reserving: Mutex<()>,
 }
 
 impl DotFloor {
@@ -163,6 +170,7 @@ impl DotFloor {
         Ok(DotFloor {
             highest: AtomicU64::new(reserved),
             reserved: AtomicU64::new(reserved),
+            reserving: Mutex::new(()),
         })
     }
 
@@ -173,13 +181,24 @@ impl DotFloor {
     /// Record that `counter` is about to be used, persisting a new
     /// reservation first when it reaches the old one.
     fn claim(&self, counter: u64, store: &dyn Store) -> Result<(), StoreError> {
-        if counter >= self.reserved.load(Ordering::SeqCst) {
-            let reservation = counter + DOT_FLOOR_BLOCK;
-            store.put_meta(DOT_FLOOR_META, &reservation.to_be_bytes())?;
-            self.reserved.fetch_max(reservation, Ordering::SeqCst);
+        if self.must_reserve(counter) {
+            let _reserving = self.reserving.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Another thread may have reserved past it meanwhile; a lower
+            // reservation persisted after a higher one would let a restart
+            // mint counters again.
+            if self.must_reserve(counter) {
+                let reservation = counter + DOT_FLOOR_BLOCK;
+                store.put_meta(DOT_FLOOR_META, &reservation.to_be_bytes())?;
+                self.reserved.store(reservation, Ordering::SeqCst);
+            }
         }
         self.highest.fetch_max(counter, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Whether using `counter` needs a new reservation persisted first.
+    fn must_reserve(&self, counter: u64) -> bool {
+        counter >= self.reserved.load(Ordering::SeqCst)
     }
 }
 
@@ -262,16 +281,39 @@ impl RetireFilter {
     }
 }
 
-/// One storage thread.
+/// One storage thread, or (as [`Replica`] keeps a copy of each) the same
+/// shard's work done on a caller's thread.
+#[derive(Clone)]
 pub struct ReplicaShard {
     store: Arc<dyn Store>,
     stats: Arc<NodeStats>,
     digests: Arc<DigestTable>,
     floor: Arc<DotFloor>,
     retire: Arc<RetireFilter>,
+    /// Held for every read-modify-write of this shard's keys, whether the
+    /// shard's thread does it or a caller does it itself: what keeps each
+    /// key's writes atomic.
+    turn: Arc<Mutex<()>>,
 }
 
 impl ReplicaShard {
+    /// Wait for this shard's turn (on the shard's own thread).
+    fn take_turn(&self) -> MutexGuard<'_, ()> {
+        // The lock guards no data, only an order: a panic while it was
+        // held leaves nothing half-changed in it.
+        self.turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// This shard's turn, if nobody else has it now (on a caller's
+    /// thread, which must not wait).
+    fn try_turn(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.turn.try_lock() {
+            Ok(turn) => Some(turn),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// The stored object and its encoding.
     fn read(&self, key: &[u8]) -> Result<Option<(Object, Vec<u8>)>, StoreError> {
         match self.store.get(key)? {
@@ -282,14 +324,71 @@ impl ReplicaShard {
 
     /// Store `object` over `previous` (the object it replaces, with its
     /// encoding) and update the Merkle leaves and the tombstone index.
-    fn write(&self, key: &[u8], previous: Option<(&Object, &[u8])>, object: &Object) -> Result<(), StoreError> {
+    /// Unless `wait`, only if the store takes the write without holding it
+    /// back; answers whether it was stored.
+    fn store_object(
+        &self,
+        key: &[u8],
+        previous: Option<(&Object, &[u8])>,
+        object: &Object,
+        wait: bool,
+    ) -> Result<bool, StoreError> {
         let encoded = encode_object(object);
         let was_deleted = previous.is_some_and(|(o, _)| o.is_deleted());
-        self.store
-            .put(key, &encoded, TombstoneMark::between(was_deleted, object.is_deleted()))?;
+        let mark = TombstoneMark::between(was_deleted, object.is_deleted());
+        if wait {
+            self.store.put(key, &encoded, mark)?;
+        } else if !self.store.try_put(key, &encoded, mark)? {
+            return Ok(false);
+        }
         self.retire.stored(object);
         self.digests.apply(key, previous.map(|(_, b)| b), Some(&encoded));
-        Ok(())
+        Ok(true)
+    }
+
+    /// Mint a version of `msg.key` and store it. Unless `wait`, a write
+    /// the store would hold back is not made: `msg` comes back, its value
+    /// taken back out of the minted version.
+    fn local_update(
+        &self,
+        msg: LocalUpdate,
+        wait: bool,
+    ) -> Result<Result<(Object, VersionVector), Box<LocalUpdate>>, UpdateError> {
+        let LocalUpdate {
+            key,
+            context,
+            actor,
+            value,
+        } = msg;
+        let previous = self.read(&key)?;
+        let current = previous.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
+        let (object, clock) = current.update(&context, &actor, value, self.floor.current());
+        let object = self.retire.settle(object);
+        if object.versions().len() > MAX_SIBLINGS {
+            NodeStats::bump(&self.stats.sibling_cap_refusals);
+            return Err(UpdateError::TooManySiblings(current.versions().len()));
+        }
+        let counter = clock.get(&actor);
+        // A new reservation is an fsynced write of its own: one that need
+        // not wait leaves it to the shard's thread.
+        if wait || !self.floor.must_reserve(counter) {
+            self.floor.claim(counter, self.store.as_ref())?;
+            let previous = previous.as_ref().map(|(o, b)| (o, b.as_slice()));
+            if self.store_object(&key, previous, &object, wait)? {
+                return Ok(Ok((object, clock)));
+            }
+        }
+        // Minting it again later just takes a higher counter.
+        let dot = Dot { actor, counter };
+        let value = object
+            .into_value_of(&dot)
+            .ok_or_else(|| StoreError::Engine("a minted version went missing".into()))?;
+        Ok(Err(Box::new(LocalUpdate {
+            key,
+            context,
+            actor: dot.actor,
+            value,
+        })))
     }
 }
 
@@ -313,17 +412,12 @@ impl Actor for ReplicaShard {
 impl Handler<LocalUpdate> for ReplicaShard {
     type Result = Result<(Object, VersionVector), UpdateError>;
     fn handle(&mut self, msg: LocalUpdate, _: &mut Self::Context) -> Self::Result {
-        let previous = self.read(&msg.key)?;
-        let current = previous.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
-        let (object, clock) = current.update(&msg.context, &msg.actor, msg.value, self.floor.current());
-        let object = self.retire.settle(object);
-        if object.versions().len() > MAX_SIBLINGS {
-            NodeStats::bump(&self.stats.sibling_cap_refusals);
-            return Err(UpdateError::TooManySiblings(current.versions().len()));
+        let _turn = self.take_turn();
+        match self.local_update(msg, true)? {
+            Ok(done) => Ok(done),
+            // A waiting write is always made.
+            Err(_) => Err(StoreError::Engine("a write was not made".into()).into()),
         }
-        self.floor.claim(clock.get(&msg.actor), self.store.as_ref())?;
-        self.write(&msg.key, previous.as_ref().map(|(o, b)| (o, b.as_slice())), &object)?;
-        Ok((object, clock))
     }
 }
 
@@ -344,16 +438,23 @@ impl ReplicaShard {
             }
             return Ok((merged, changed));
         }
+        let merged = self.merge_replica(key, object, true)?;
+        merged.ok_or_else(|| StoreError::Engine("a write was not made".into()))
+    }
+
+    /// Merge `object` into the replica of `key`. Unless `wait`, a write
+    /// the store would hold back is not made, and the answer is `None`.
+    fn merge_replica(&self, key: &[u8], object: &Object, wait: bool) -> Result<Option<(Object, bool)>, StoreError> {
         let previous = self.read(key)?;
         let current = previous.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
         let merged = self.retire.settle(current.sync(object));
         // Only write when something changed: a repair of an up-to-date
         // replica costs a read, not a write.
         let changed = merged != current;
-        if changed {
-            self.write(key, previous.as_ref().map(|(o, b)| (o, b.as_slice())), &merged)?;
+        if changed && !self.store_object(key, previous.as_ref().map(|(o, b)| (o, b.as_slice())), &merged, wait)? {
+            return Ok(None);
         }
-        Ok((merged, changed))
+        Ok(Some((merged, changed)))
     }
 
     /// Drop the hint of `key` for `owner` if `delivered` covers it; returns
@@ -379,6 +480,7 @@ impl ReplicaShard {
 impl Handler<LocalMerge> for ReplicaShard {
     type Result = Result<(Object, bool), StoreError>;
     fn handle(&mut self, msg: LocalMerge, _: &mut Self::Context) -> Self::Result {
+        let _turn = self.take_turn();
         self.merge(&msg.key, &msg.object, msg.hint_for.as_deref())
     }
 }
@@ -396,6 +498,7 @@ pub struct LocalMergeMany {
 impl Handler<LocalMergeMany> for ReplicaShard {
     type Result = Result<bool, StoreError>;
     fn handle(&mut self, msg: LocalMergeMany, _: &mut Self::Context) -> Self::Result {
+        let _turn = self.take_turn();
         let mut changed = false;
         for (key, object) in &msg.items {
             changed |= self.merge(key, object, None)?.1;
@@ -448,6 +551,7 @@ impl Pulled<'_> {
 impl Handler<LocalMergePulled> for ReplicaShard {
     type Result = Result<(), StoreError>;
     fn handle(&mut self, msg: LocalMergePulled, _: &mut Self::Context) -> Self::Result {
+        let _turn = self.take_turn();
         // By key, so a key sent twice merges with itself. Objects are moved
         // into the merge, not copied.
         let mut pending: std::collections::HashMap<&[u8], Pulled<'_>> = Default::default();
@@ -549,6 +653,7 @@ pub struct HintsDelivered {
 impl Handler<HintsDelivered> for ReplicaShard {
     type Result = Result<usize, StoreError>;
     fn handle(&mut self, msg: HintsDelivered, _: &mut Self::Context) -> Self::Result {
+        let _turn = self.take_turn();
         let mut dropped = 0;
         for (key, object) in &msg.items {
             dropped += usize::from(self.hint_delivered(&msg.owner, key, object)?);
@@ -821,6 +926,7 @@ pub struct DropIfUnchanged {
 impl Handler<DropIfUnchanged> for ReplicaShard {
     type Result = Result<usize, StoreError>;
     fn handle(&mut self, msg: DropIfUnchanged, _: &mut Self::Context) -> Self::Result {
+        let _turn = self.take_turn();
         let mut gone = Vec::new();
         for (key, expected) in msg.items {
             let Some((current, old)) = self.read(&key)? else {
@@ -882,6 +988,7 @@ impl Handler<Tombstones> for ReplicaShard {
 impl Handler<Purge> for ReplicaShard {
     type Result = Result<bool, StoreError>;
     fn handle(&mut self, msg: Purge, _: &mut Self::Context) -> Self::Result {
+        let _turn = self.take_turn();
         let Some((current, old)) = self.read(&msg.key)? else {
             return Ok(false);
         };
@@ -947,6 +1054,15 @@ fn shard_of(key: &[u8], shards: usize) -> usize {
 #[derive(Clone)]
 pub struct Replica {
     shards: Arc<Vec<Addr<ReplicaShard>>>,
+    /// Each shard again, for a client write or a replica's merge done on
+    /// the calling thread (an HTTP worker, or the thread serving peers)
+    /// whenever the shard is free: a write costs no thread switch then,
+    /// and at moderate load the two wakeups of a shard round trip were a
+    /// good part of a write's CPU. When the shard is busy (a batch of a
+    /// transfer or a handoff) or the store would hold the write back, the
+    /// write goes to the shard's thread as before, so the caller's event
+    /// loop neither queues behind a batch nor sits out a write stall.
+    here: Arc<Vec<ReplicaShard>>,
     /// A thread for range scans and other background reads (anti-entropy,
     /// transfers, handoff), so a long scan never holds up the client
     /// requests queued on a shard; it runs at the lowest CPU priority.
@@ -975,14 +1091,15 @@ impl Replica {
         let commit = sync_writes.then(|| GroupCommit::start(store.clone())).transpose()?;
         let floor = Arc::new(DotFloor::load(store.as_ref())?);
         let retire = Arc::new(RetireFilter::default());
-        let thread = |background: bool| {
-            let (store, stats, digests, floor, retire) = (
-                store.clone(),
-                stats.clone(),
-                digests.clone(),
-                floor.clone(),
-                retire.clone(),
-            );
+        let shard = || ReplicaShard {
+            store: store.clone(),
+            stats: stats.clone(),
+            digests: digests.clone(),
+            floor: floor.clone(),
+            retire: retire.clone(),
+            turn: Arc::new(Mutex::new(())),
+        };
+        let thread = |shard: ReplicaShard, background: bool| {
             // An arbiter of its own rather than a `SyncArbiter`: that one
             // forwards every message through an actor on the thread that
             // started it (here the node's main thread, which also serves
@@ -992,19 +1109,15 @@ impl Replica {
                 if background {
                     lower_thread_priority();
                 }
-                ReplicaShard {
-                    store,
-                    stats,
-                    digests,
-                    floor,
-                    retire,
-                }
+                shard
             })
         };
-        let addrs = (0..shards.max(1)).map(|_| thread(false)).collect();
+        let here: Vec<ReplicaShard> = (0..shards.max(1)).map(|_| shard()).collect();
+        let addrs = here.iter().map(|shard| thread(shard.clone(), false)).collect();
         Ok(Replica {
             shards: Arc::new(addrs),
-            scanner: thread(true),
+            here: Arc::new(here),
+            scanner: thread(shard(), true),
             store,
             stats,
             digests,
@@ -1049,6 +1162,35 @@ impl Replica {
 
     fn shard(&self, key: &[u8]) -> &Addr<ReplicaShard> {
         &self.shards[self.shard_index(key)]
+    }
+
+    /// Mint and store a version on this thread if shard `index` is free
+    /// and the store takes the write at once; otherwise `msg` comes back,
+    /// for the shard's thread.
+    fn update_here(
+        &self,
+        index: usize,
+        msg: LocalUpdate,
+    ) -> Result<Result<(Object, VersionVector), UpdateError>, Box<LocalUpdate>> {
+        let shard = &self.here[index];
+        let Some(_turn) = shard.try_turn() else {
+            return Err(Box::new(msg));
+        };
+        match shard.local_update(msg, false) {
+            Ok(Ok(done)) => Ok(Ok(done)),
+            Ok(Err(msg)) => Err(msg),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Merge into the replica of `key` on this thread if shard `index` is
+    /// free and the store takes the write at once; `None` otherwise.
+    fn merge_here(&self, index: usize, key: &[u8], object: &Object) -> Result<Option<(Object, bool)>, StoreError> {
+        let shard = &self.here[index];
+        match shard.try_turn() {
+            Some(_turn) => shard.merge_replica(key, object, false),
+            None => Ok(None),
+        }
     }
 
     /// `items` split by the shard that owns each key (in their order).
@@ -1113,16 +1255,18 @@ impl Replica {
         actor: ClockActor,
         value: Value,
     ) -> Result<(Object, VersionVector), ReplicaError> {
-        match self
-            .shard(&key)
-            .send(LocalUpdate {
-                key,
-                context,
-                actor,
-                value,
-            })
-            .await?
-        {
+        let index = self.shard_index(&key);
+        let msg = LocalUpdate {
+            key,
+            context,
+            actor,
+            value,
+        };
+        let answer = match self.update_here(index, msg) {
+            Ok(answer) => answer,
+            Err(msg) => self.shards[index].send(*msg).await?,
+        };
+        match answer {
             Ok(done) => Ok(done),
             Err(UpdateError::Store(e)) => Err(e.into()),
             Err(UpdateError::TooManySiblings(n)) => Err(ReplicaError::TooManySiblings(n)),
@@ -1132,7 +1276,15 @@ impl Replica {
     /// Merge an object into the local replica, or into the hint kept for
     /// `hint_for`; durable (fsynced, with `sync_writes`) when it returns.
     pub async fn merge(&self, key: Vec<u8>, object: Object, hint_for: Option<NodeId>) -> Result<Object, ReplicaError> {
-        let (merged, changed) = self.shard(&key).send(LocalMerge { key, object, hint_for }).await??;
+        let index = self.shard_index(&key);
+        let here = match hint_for {
+            None => self.merge_here(index, &key, &object)?,
+            Some(_) => None,
+        };
+        let (merged, changed) = match here {
+            Some(done) => done,
+            None => self.shards[index].send(LocalMerge { key, object, hint_for }).await??,
+        };
         if changed {
             self.durable().await?;
         }

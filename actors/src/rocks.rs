@@ -314,6 +314,38 @@ fn blob_gc_wanted(on: bool, live: u64, garbage: u64) -> bool {
     }
 }
 
+impl RocksStore {
+    /// Store `key`'s object and its tombstone mark in one write; the
+    /// write's own outcome is the inner result.
+    fn put_with(
+        &self,
+        key: &[u8],
+        encoded: &[u8],
+        mark: TombstoneMark,
+        options: &WriteOptions,
+    ) -> Result<Result<(), rocksdb::Error>, StoreError> {
+        let db = self.db()?;
+        let cf = db.cf(CF_DATA)?;
+        let stored = data_key(key);
+        let written = if mark == TombstoneMark::Keep {
+            db.db().put_cf_opt(cf, &stored, encoded, options)
+        } else {
+            let tombstones = db.cf(CF_TOMBSTONES)?;
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.put_cf(cf, &stored, encoded);
+            match mark {
+                TombstoneMark::Set => batch.put_cf(tombstones, &stored, []),
+                _ => batch.delete_cf(tombstones, &stored),
+            }
+            db.db().write_opt(batch, options)
+        };
+        if written.is_ok() {
+            self.wrote(&db, encoded.len() as u64);
+        }
+        Ok(written)
+    }
+}
+
 impl Store for RocksStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.db()?;
@@ -322,21 +354,20 @@ impl Store for RocksStore {
     }
 
     fn put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<(), StoreError> {
-        let db = self.db()?;
-        let cf = db.cf(CF_DATA)?;
-        let stored = data_key(key);
-        self.wrote(&db, encoded.len() as u64);
-        if mark == TombstoneMark::Keep {
-            return db.db().put_cf(cf, &stored, encoded).map_err(engine);
+        self.put_with(key, encoded, mark, &WriteOptions::default())?
+            .map_err(engine)
+    }
+
+    fn try_put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<bool, StoreError> {
+        let mut w = WriteOptions::default();
+        // RocksDB then answers `Incomplete` instead of delaying or stopping
+        // the write, before it joins a write group: nothing is written.
+        w.set_no_slowdown(true);
+        match self.put_with(key, encoded, mark, &w)? {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(false),
+            Err(e) => Err(engine(e)),
         }
-        let tombstones = db.cf(CF_TOMBSTONES)?;
-        let mut batch = rocksdb::WriteBatch::default();
-        batch.put_cf(cf, &stored, encoded);
-        match mark {
-            TombstoneMark::Set => batch.put_cf(tombstones, &stored, []),
-            _ => batch.delete_cf(tombstones, &stored),
-        }
-        db.db().write(batch).map_err(engine)
     }
 
     fn put_unlogged(&self, items: &[(&[u8], &[u8], TombstoneMark)]) -> Result<(), StoreError> {
