@@ -351,6 +351,10 @@ pub struct MemStore {
     syncs: std::sync::atomic::AtomicU64,
     sync_delay: Mutex<std::time::Duration>,
     fail_syncs: std::sync::atomic::AtomicBool,
+    /// Every this-many-th [`Store::try_put`] is held back (0: none is).
+    hold_back_every: std::sync::atomic::AtomicU64,
+    tried_puts: std::sync::atomic::AtomicU64,
+    held_back: std::sync::atomic::AtomicU64,
 }
 
 /// Everything a [`MemStore`] holds, as of one moment.
@@ -407,6 +411,17 @@ impl MemStore {
         self.fail_syncs.store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Hold back every `every`-th write made without waiting, as RocksDB
+    /// holds back all of them in a write stall (0: none).
+    pub fn hold_back_writes(&self, every: u64) {
+        self.hold_back_every.store(every, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many writes made without waiting were held back.
+    pub fn held_back(&self) -> u64 {
+        self.held_back.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Record the current contents as what survives a power cut: a sync
     /// makes every earlier write durable, as one fsync of a WAL does.
     fn snapshot(&self) -> Result<(), StoreError> {
@@ -436,6 +451,16 @@ fn poisoned<T>(_: T) -> StoreError {
 impl Store for MemStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.data.lock().map_err(poisoned)?.get(&data_key(key)).cloned())
+    }
+
+    fn try_put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<bool, StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let every = self.hold_back_every.load(SeqCst);
+        if every > 0 && (self.tried_puts.fetch_add(1, SeqCst) + 1) % every == 0 {
+            self.held_back.fetch_add(1, SeqCst);
+            return Ok(false);
+        }
+        self.put(key, encoded, mark).map(|()| true)
     }
 
     fn put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<(), StoreError> {

@@ -4,95 +4,13 @@
 //! back sends every write to the shards, and writers on many threads at
 //! once lose nothing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dynamo_actors::replica::Replica;
 use dynamo_actors::stats::NodeStats;
 use dynamo_core::merkle::DigestTable;
-use dynamo_core::storage::{HintVisitor, MemStore, Store, StoreError, StoreStats, TombstoneMark};
+use dynamo_core::storage::{MemStore, Store};
 use dynamo_core::{Actor as ClockActor, Object, Value, VersionVector};
-
-/// A store that holds back every `every`-th write made without waiting
-/// (as RocksDB does with all of them in a write stall), and counts the
-/// writes tried and those held back.
-struct Stalling {
-    inner: MemStore,
-    every: u64,
-    tried: AtomicU64,
-    held_back: AtomicU64,
-}
-
-impl Stalling {
-    fn new(every: u64) -> Stalling {
-        Stalling {
-            inner: MemStore::new(),
-            every,
-            tried: AtomicU64::new(0),
-            held_back: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Store for Stalling {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
-    }
-    fn put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<(), StoreError> {
-        self.inner.put(key, encoded, mark)
-    }
-    fn try_put(&self, key: &[u8], encoded: &[u8], mark: TombstoneMark) -> Result<bool, StoreError> {
-        if (self.tried.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(self.every) {
-            self.held_back.fetch_add(1, Ordering::SeqCst);
-            return Ok(false);
-        }
-        self.inner.put(key, encoded, mark).map(|()| true)
-    }
-    fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.inner.delete(key)
-    }
-    fn scan_tombstones(&self, from: u128, to: u128, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.inner.scan_tombstones(from, to, limit)
-    }
-    fn scan(&self, from: u128, to: u128, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
-        self.inner.scan(from, to, visit)
-    }
-    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get_meta(name)
-    }
-    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.inner.put_meta(name, value)
-    }
-    fn sync_wal(&self) -> Result<(), StoreError> {
-        self.inner.sync_wal()
-    }
-    fn stats(&self) -> StoreStats {
-        self.inner.stats()
-    }
-    fn get_hint(&self, owner: &str, key: &[u8]) -> Result<Option<Object>, StoreError> {
-        self.inner.get_hint(owner, key)
-    }
-    fn put_hint(&self, owner: &str, key: &[u8], object: &Object) -> Result<(), StoreError> {
-        self.inner.put_hint(owner, key, object)
-    }
-    fn delete_hint(&self, owner: &str, key: &[u8]) -> Result<(), StoreError> {
-        self.inner.delete_hint(owner, key)
-    }
-    fn scan_hints(
-        &self,
-        owner: &str,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Object)>, StoreError> {
-        self.inner.scan_hints(owner, after, limit)
-    }
-    fn count_hints(&self) -> Result<u64, StoreError> {
-        self.inner.count_hints()
-    }
-    fn visit_hints(&self, visit: &mut HintVisitor<'_>) -> Result<(), StoreError> {
-        self.inner.visit_hints(visit)
-    }
-}
 
 const Q: u32 = 8;
 
@@ -139,7 +57,8 @@ fn values(object: &Object) -> Vec<String> {
 
 #[actix_rt::test]
 async fn writes_a_store_holds_back_are_made_once_by_the_shards() {
-    let store = Arc::new(Stalling::new(1));
+    let store = Arc::new(MemStore::new());
+    store.hold_back_writes(1);
     let replica = start(store.clone());
     let me = ClockActor::new("node1", 1);
     // Two blind writes through one node: two siblings, each minted once.
@@ -174,7 +93,7 @@ async fn writes_a_store_holds_back_are_made_once_by_the_shards() {
     assert_eq!(tombstones, [b"k".to_vec()]);
     // The first write needed a new reservation of dot counters, an fsync
     // left to the shard's thread; the other three were tried here first.
-    assert_eq!(store.held_back.load(Ordering::SeqCst), 3);
+    assert_eq!(store.held_back(), 3);
     assert_leaves_match(&replica);
 }
 
@@ -184,7 +103,8 @@ async fn writers_on_many_threads_lose_nothing() {
     const WRITES: usize = 12;
     // Every third write made here is held back and goes to the shard's
     // thread, so both paths run at once.
-    let store = Arc::new(Stalling::new(3));
+    let store = Arc::new(MemStore::new());
+    store.hold_back_writes(3);
     let replica = start(store.clone());
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -219,6 +139,6 @@ async fn writers_on_many_threads_lose_nothing() {
         .flat_map(|t| (0..WRITES).map(move |i| format!("{t:02}-{i:02}")))
         .collect();
     assert_eq!(values(&stored), expected, "every concurrent write is a sibling");
-    assert!(store.held_back.load(Ordering::SeqCst) > 0);
+    assert!(store.held_back() > 0);
     assert_leaves_match(&replica);
 }
