@@ -15,12 +15,9 @@ ARGS=("$@")
 set -- "${ARGS[@]}"
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
-cpu_ms() { # PID: user + system CPU so far, in ms
-    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000 / hz}' "/proc/$1/stat"
-}
 nodes_cpu_ms() {
     local k total=0
-    for k in 1 2 3; do total=$(echo "$total + $(cpu_ms "${PIDS[$k]}")" | bc); done
+    for k in 1 2 3; do total=$(echo "$total + $(node_cpu_ms $k)" | bc); done
     echo "$total"
 }
 

@@ -26,9 +26,6 @@ handed_over() {
             jq -e '.rebalance.partitions_to_hand_over == 0 and (.transfers | length == 0)' >/dev/null || return 1
     done
 }
-cpu_ms() { # K: user + system CPU of node K so far, in ms
-    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000 / hz}' "/proc/${PIDS[$1]}/stat"
-}
 faults() { # K: minor page faults of node K so far
     awk '{print $10}' "/proc/${PIDS[$1]}/stat"
 }
@@ -49,13 +46,13 @@ bench --op get --preload --preload-timeout-s 1800 --duration-s 1 --warmup-s 0 > 
 # the three nodes use under 2 % of a core for 3 s (at most 2 minutes).
 for _ in $(seq 40); do
     before=0; after=0
-    for k in 1 2 3; do before=$(echo "$before + $(cpu_ms $k)" | bc); done
+    for k in 1 2 3; do before=$(echo "$before + $(node_cpu_ms $k)" | bc); done
     sleep 3
-    for k in 1 2 3; do after=$(echo "$after + $(cpu_ms $k)" | bc); done
+    for k in 1 2 3; do after=$(echo "$after + $(node_cpu_ms $k)" | bc); done
     [ "$(echo "$after - $before < 60" | bc)" = 1 ] && break
 done
 declare -a C0 C1 C2
-for k in 1 2 3; do C0[$k]=$(cpu_ms $k); F0[$k]=$(faults $k); done
+for k in 1 2 3; do C0[$k]=$(node_cpu_ms $k); F0[$k]=$(faults $k); done
 T0=$(date +%s.%N)
 start 4
 C0[4]=0
@@ -67,10 +64,10 @@ fi
 wait_fast "the ring to include node4" stable_with_4
 T1=$(date +%s.%N)
 [ -n "${PERF_DATA:-}" ] && kill -INT "$PERF" && wait "$PERF" || true
-for k in 1 2 3 4; do C1[$k]=$(cpu_ms $k); F1[$k]=$(faults $k); done
+for k in 1 2 3 4; do C1[$k]=$(node_cpu_ms $k); F1[$k]=$(faults $k); done
 wait_fast "the old owners to hand over" handed_over
 T2=$(date +%s.%N)
-for k in 1 2 3 4; do C2[$k]=$(cpu_ms $k); done
+for k in 1 2 3 4; do C2[$k]=$(node_cpu_ms $k); done
 PULLED=$(grep -o 'done, [0-9]* keys, [0-9]* bytes' "$TMP/node4.log" | awk '{b += $4} END {print b + 0}')
 MB=$(echo "$PULLED / 1000000" | bc -l)
 echo

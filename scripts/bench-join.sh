@@ -32,16 +32,30 @@ T_LOAD=$SECONDS
 bench --op get --preload --preload-timeout-s 1800 --duration-s 1 --warmup-s 0 > /dev/null
 echo "preloaded $KEYS keys of $VALUE_SIZE B in $((SECONDS - T_LOAD)) s" >&2
 RATE=$(half_load bench --op mixed --duration-s 10)
+nodes_cpu_ms() { # CPU of nodes 1..K so far, in ms
+    local k total=0
+    for k in $(seq "$1"); do total=$(echo "$total + $(node_cpu_ms $k)" | bc); done
+    echo "$total"
+}
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+C_BASE=$(nodes_cpu_ms 3)
 BASE=$(bench --op mixed --rate "$RATE" --duration-s "$DURATION")
+C_BASE=$(echo "$(nodes_cpu_ms 3) - $C_BASE" | bc)
 echo "before the join: $BASE" >&2
 
 bench --op mixed --rate "$RATE" --duration-s "$DURATION" --timeline "$TMP/timeline.jsonl" > "$TMP/join.json" &
 LOAD=$!
 sleep 2
 T0=$SECONDS
+T0_NS=$(date +%s.%N)
+C_JOIN=$(nodes_cpu_ms 3)
+I_JOIN=$(idle_ticks)
 start 4
 wait_until "the ring to include node4" 900 stable_with_4
 REBALANCE=$((SECONDS - T0))
+C_JOIN=$(echo "$(nodes_cpu_ms 4) - $C_JOIN" | bc)
+I_JOIN=$(($(idle_ticks) - I_JOIN))
+W_JOIN=$(echo "$(date +%s.%N) - $T0_NS" | bc -l)
 wait_until "the old owners to hand over" 900 handed_over
 HANDOVER=$((SECONDS - T0))
 for k in 1 2 3 4; do # how much admission control held the transfer back
@@ -66,3 +80,13 @@ echo "  handover time:          ${HANDOVER} s (start of node4 to no node holding
 echo "  p99.9 before the join:  ${p_base} ms"
 echo "  p99.9 during the join:  ${p_join} ms  (ratio $(echo "$p_join / $p_base" | bc -l | cut -c1-4))"
 echo "  errors during the join: $(echo "$JOIN" | jq .errors)"
+# What the pull cost under load: the nodes' CPU from node4's start to the
+# stable ring, less what the same load used per operation before the join.
+per_op=$(echo "$C_BASE / $(echo "$BASE" | jq .ops)" | bc -l)
+load_ms=$(echo "$per_op * $RATE * $W_JOIN" | bc -l)
+printf '  CPU before the join:    %.0f us per operation (nodes 1-3)\n' "$(echo "$per_op * 1000" | bc -l)"
+printf '  CPU until the ring:     %.0f ms in %.1f s, of which the load at that cost %.0f ms;\n' \
+    "$C_JOIN" "$W_JOIN" "$load_ms"
+printf '                          the pull %.1f CPU-ms per MB; machine idle %.0f %%\n' \
+    "$(echo "($C_JOIN - $load_ms) * 1000000 / $PULLED" | bc -l)" \
+    "$(echo "$I_JOIN * 100 / ($W_JOIN * $(getconf CLK_TCK) * $(nproc))" | bc -l)"

@@ -4,7 +4,7 @@
 # 19<PORT>K). Parses [--no-build] [--duration S] [--keys N] [--value-size B]
 # [--rate R], builds, and provides: start K, members_up K COUNT, wait_until DESC
 # TIMEOUT CMD..., half_load CMD..., bench ARGS... (its runs share one file of write
-# contexts), and the variables BIN, BENCH, TMP, DURATION, KEYS, VALUE_SIZE,
+# contexts), node_cpu_ms K, and the variables BIN, BENCH, TMP, DURATION, KEYS, VALUE_SIZE,
 # EP.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -61,6 +61,9 @@ wait_until() { # DESC TIMEOUT CMD...
         [ $SECONDS -lt $end ] || { echo "timed out waiting for $desc" >&2; exit 1; }
         sleep 1
     done
+}
+node_cpu_ms() { # K: user + system CPU of node K so far, in ms
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000 / hz}' "/proc/${PIDS[$1]}/stat"
 }
 bench() { # the runs share their write contexts, so no run adds siblings
     # Its progress goes to $TMP/bench.err; a preload that could not write
