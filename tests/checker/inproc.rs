@@ -264,7 +264,20 @@ pub async fn run(p: &Params) -> (Report, String) {
     for f in finals.iter_mut() {
         for via in 0..c.nodes.len() {
             let n = f.replicas.len();
-            let set = match c.run(via, &keys[f.key], OpKind::Get, n).await {
+            // A call the nemesis lost just before the heal times out after
+            // it, and its caller rightly routes around that peer until a
+            // probe finds it again: an r=N read refused meanwhile is asked
+            // again once every node sees every peer up (a few times, so a
+            // node that stays unreachable still shows).
+            let mut reply = c.run(via, &keys[f.key], OpKind::Get, n).await;
+            for _ in 0..3 {
+                if !matches!(reply, Some(Err(OpError::Unavailable { .. }))) {
+                    break;
+                }
+                c.await_all_live().await;
+                reply = c.run(via, &keys[f.key], OpKind::Get, n).await;
+            }
+            let set = match reply {
                 Some(Ok(ClientReply::Read { object, .. })) => held(&object, false),
                 other => [Held {
                     seen: Seen::Junk(format!("GET r={n}: {other:?}")),
