@@ -15,11 +15,6 @@ ARGS=("$@")
 set -- "${ARGS[@]}"
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
-nodes_cpu_ms() {
-    local k total=0
-    for k in 1 2 3; do total=$(echo "$total + $(node_cpu_ms $k)" | bc); done
-    echo "$total"
-}
 
 for k in 1 2 3; do start $k; done
 for k in 1 2 3; do wait_until "node$k ready" 60 members_up $k 3; done
@@ -27,20 +22,20 @@ bench --op get --preload --preload-timeout-s 1800 --duration-s 1 --warmup-s 0 > 
 # Until the preload's flushes and compactions are done: under 2 % of a
 # core for 3 s (at most 2 minutes).
 for _ in $(seq 40); do
-    before=$(nodes_cpu_ms); sleep 3
-    [ "$(echo "$(nodes_cpu_ms) - $before < 60" | bc)" = 1 ] && break
+    before=$(nodes_cpu_ms 3); sleep 3
+    [ "$(echo "$(nodes_cpu_ms 3) - $before < 60" | bc)" = 1 ] && break
 done
-before=$(nodes_cpu_ms); sleep 10
-echo "idle: $(echo "$(nodes_cpu_ms) - $before" | bc) CPU-ms of the nodes in 10 s" >&2
+before=$(nodes_cpu_ms 3); sleep 10
+echo "idle: $(echo "$(nodes_cpu_ms 3) - $before" | bc) CPU-ms of the nodes in 10 s" >&2
 for rate in ${RATES:-250 500 1000 2000 4000 max}; do
     if [ "$rate" = max ]; then args=(); else args=(--rate "$rate"); fi
-    before=$(nodes_cpu_ms)
+    before=$(nodes_cpu_ms 3)
     # Its own CPU, from time(1): user and system seconds.
     /usr/bin/time -f "%U %S" -o "$TMP/bench.time" \
         "$BENCH" --target dynamo --endpoints "$EP" --keys "$KEYS" --value-size "$VALUE_SIZE" --clients 64 \
         --json --contexts "$TMP/contexts" --op mixed --duration-s 20 --warmup-s 0 "${args[@]}" \
         2>"$TMP/bench.err" | tail -1 > "$TMP/run.json"
-    used=$(echo "$(nodes_cpu_ms) - $before" | bc)
+    used=$(echo "$(nodes_cpu_ms 3) - $before" | bc)
     ops=$(jq .ops "$TMP/run.json")
     printf 'rate %-5s %7.0f ops/s  nodes %5.0f CPU-ms/s, %4.0f us/op  load generator %4.0f CPU-ms/s  p50 %s p99 %s p99.9 %s ms\n' \
         "$rate" "$(jq .throughput_ops_s "$TMP/run.json")" "$(echo "$used / 20" | bc -l)" \

@@ -45,10 +45,9 @@ bench --op get --preload --preload-timeout-s 1800 --duration-s 1 --warmup-s 0 > 
 # Let the preload's flushes and compactions finish before measuring: until
 # the three nodes use under 2 % of a core for 3 s (at most 2 minutes).
 for _ in $(seq 40); do
-    before=0; after=0
-    for k in 1 2 3; do before=$(echo "$before + $(node_cpu_ms $k)" | bc); done
+    before=$(nodes_cpu_ms 3)
     sleep 3
-    for k in 1 2 3; do after=$(echo "$after + $(node_cpu_ms $k)" | bc); done
+    after=$(nodes_cpu_ms 3)
     [ "$(echo "$after - $before < 60" | bc)" = 1 ] && break
 done
 declare -a C0 C1 C2

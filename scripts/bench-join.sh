@@ -32,11 +32,6 @@ T_LOAD=$SECONDS
 bench --op get --preload --preload-timeout-s 1800 --duration-s 1 --warmup-s 0 > /dev/null
 echo "preloaded $KEYS keys of $VALUE_SIZE B in $((SECONDS - T_LOAD)) s" >&2
 RATE=$(half_load bench --op mixed --duration-s 10)
-nodes_cpu_ms() { # CPU of nodes 1..K so far, in ms
-    local k total=0
-    for k in $(seq "$1"); do total=$(echo "$total + $(node_cpu_ms $k)" | bc); done
-    echo "$total"
-}
 idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
 C_BASE=$(nodes_cpu_ms 3)
 BASE=$(bench --op mixed --rate "$RATE" --duration-s "$DURATION")

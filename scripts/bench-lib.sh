@@ -2,10 +2,10 @@
 # sourced, not run. Before sourcing set NAME (the temp dir's name) and PORT
 # (a two-digit prefix: node K gets HTTP on 18<PORT>K and peers on
 # 19<PORT>K). Parses [--no-build] [--duration S] [--keys N] [--value-size B]
-# [--rate R], builds, and provides: start K, members_up K COUNT, wait_until DESC
-# TIMEOUT CMD..., half_load CMD..., bench ARGS... (its runs share one file of write
-# contexts), node_cpu_ms K, and the variables BIN, BENCH, TMP, DURATION, KEYS, VALUE_SIZE,
-# EP.
+# [--rate R], builds, and provides: start K, members_up K COUNT, wait_until
+# DESC TIMEOUT CMD..., half_load CMD..., bench ARGS... (its runs share one
+# file of write contexts), node_cpu_ms K, nodes_cpu_ms K, and the variables
+# BIN, BENCH, TMP, DURATION, KEYS, VALUE_SIZE, EP.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -64,6 +64,11 @@ wait_until() { # DESC TIMEOUT CMD...
 }
 node_cpu_ms() { # K: user + system CPU of node K so far, in ms
     awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000 / hz}' "/proc/${PIDS[$1]}/stat"
+}
+nodes_cpu_ms() { # K: the same of nodes 1..K together
+    local k total=0
+    for k in $(seq "$1"); do total=$(echo "$total + $(node_cpu_ms "$k")" | bc); done
+    echo "$total"
 }
 bench() { # the runs share their write contexts, so no run adds siblings
     # Its progress goes to $TMP/bench.err; a preload that could not write
