@@ -15,7 +15,6 @@ ARGS=("$@")
 set -- "${ARGS[@]}"
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
-
 for k in 1 2 3; do start $k; done
 for k in 1 2 3; do wait_until "node$k ready" 60 members_up $k 3; done
 bench --op get --preload --preload-timeout-s 1800 --duration-s 1 --warmup-s 0 > /dev/null
